@@ -36,3 +36,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy
 .PHONY: test
 test: lint ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests
 	$(PY) -m pytest
+
+.PHONY: crds
+crds: $(STAMP) ## Regenerate crds/ from the pydantic models (psjob crd)
+	$(VENV)/bin/psjob crd > crds/psjob.dev_psjobs.yaml

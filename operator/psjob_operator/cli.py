@@ -1,0 +1,84 @@
+"""The `psjob` command line: CRD generation, offline validation, rendering, and the operator."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from psjob_operator import yamlio
+from psjob_operator.crd import crd_yaml
+from psjob_operator.render import render_all
+from psjob_operator.validation import InvalidManifest, InvalidManifests, load_psjobs
+
+
+def _read(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text()
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.files:
+        try:
+            jobs = load_psjobs(_read(path), path)
+        except (InvalidManifests, InvalidManifest) as exc:
+            for problem in getattr(exc, "problems", [exc]):
+                print(f"{problem.name}: invalid", file=sys.stderr)
+                for error in problem.errors:
+                    print(f"  {error}", file=sys.stderr)
+            status = 1
+            continue
+        for job in jobs:
+            print(f"{path}: psjob/{job.metadata.name} is valid")
+    return status
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    try:
+        jobs = load_psjobs(_read(args.file), args.file)
+    except (InvalidManifests, InvalidManifest) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    manifests = [m for job in jobs for m in render_all(job, restart_count=args.restart_count)]
+    sys.stdout.write(yamlio.dump_all(manifests))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="psjob", description="Parameter-server training jobs on Kubernetes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    crd = commands.add_parser("crd", help="print the PSJob CustomResourceDefinition")
+    crd.set_defaults(func=_cmd_crd)
+
+    validate = commands.add_parser(
+        "validate", help="check PSJob manifests offline, naming every bad field"
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="manifest file, or - for stdin")
+    validate.set_defaults(func=_cmd_validate)
+
+    render = commands.add_parser(
+        "render", help="print the Services and Pods the operator would create, as YAML"
+    )
+    render.add_argument("file", metavar="FILE", help="manifest file, or - for stdin")
+    render.add_argument(
+        "--restart-count", type=int, default=0, help="render the pods of this job restart"
+    )
+    render.set_defaults(func=_cmd_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Names shared with the world outside the operator: the API group, labels and the env contract.
+
+The runtime (psjob_runtime) keeps its own copy of the environment variable names on purpose:
+the runtime image must not depend on the operator package. Both follow docs/contract.md.
+"""
+
+GROUP = "psjob.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "PSJob"
+PLURAL = "psjobs"
+SINGULAR = "psjob"
+SHORT_NAME = "psj"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_JOB_NAME = f"{GROUP}/job-name"
+LABEL_ROLE = f"{GROUP}/role"
+LABEL_REPLICA_INDEX = f"{GROUP}/replica-index"
+MANAGER = "psjob-operator"
+
+MAIN_CONTAINER = "psjob"
+"""The container that runs the role's process; a template may add others beside it."""
+
+ENV_JOB_NAME = "PSJOB_NAME"
+ENV_NAMESPACE = "PSJOB_NAMESPACE"
+ENV_ROLE = "PSJOB_ROLE"
+ENV_REPLICA_INDEX = "PSJOB_REPLICA_INDEX"
+ENV_NUM_SERVERS = "PSJOB_NUM_SERVERS"
+ENV_NUM_WORKERS = "PSJOB_NUM_WORKERS"
+ENV_SERVER_ADDRS = "PSJOB_SERVER_ADDRS"
+ENV_MASTER_ADDR = "MASTER_ADDR"
+ENV_MASTER_PORT = "MASTER_PORT"
+ENV_WORLD_SIZE = "WORLD_SIZE"
+ENV_RANK = "RANK"
+ENV_TRAINING = "PSJOB_TRAINING"
+ENV_RESTART_COUNT = "PSJOB_RESTART_COUNT"
+
+CONTRACT_ENV = (
+    ENV_JOB_NAME,
+    ENV_NAMESPACE,
+    ENV_ROLE,
+    ENV_REPLICA_INDEX,
+    ENV_NUM_SERVERS,
+    ENV_NUM_WORKERS,
+    ENV_SERVER_ADDRS,
+    ENV_MASTER_ADDR,
+    ENV_MASTER_PORT,
+    ENV_WORLD_SIZE,
+    ENV_RANK,
+    ENV_TRAINING,
+    ENV_RESTART_COUNT,
+)
+"""Variables the operator owns in every pod; a user's `env` may not redefine them."""
+
+EXIT_RETRYABLE = 75
+"""The runtime's exit code for a retryable failure: a peer lost or a timeout (EX_TEMPFAIL)."""
+
+EXIT_CONFIG = 78
+"""The runtime's exit code for a permanent configuration error (EX_CONFIG)."""
+
+DEFAULT_SERVER_PORT = 23456
+DEFAULT_SERVER_COMMAND = ("python", "-m", "psjob_runtime", "server")
+
+DNS_LABEL_MAX = 63
+ROLE_INFIX_LENGTH = len("-worker-")
+"""`-server-` and `-worker-` have the same length, so one rule bounds both roles' pod names."""

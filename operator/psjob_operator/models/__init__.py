@@ -1,0 +1,24 @@
+"""The PSJob API as pydantic models: the one source of truth for the CRD and for validation."""
+
+from psjob_operator.models.job import PSJob, PSJobSpec, Role
+from psjob_operator.models.replica import ReplicaSpec, RestartPolicy
+from psjob_operator.models.run_policy import CleanPodPolicy, RunPolicy, SuccessPolicy
+from psjob_operator.models.status import Condition, ConditionType, JobStatus, Phase
+from psjob_operator.models.training import Mode, Training
+
+__all__ = [
+    "CleanPodPolicy",
+    "Condition",
+    "ConditionType",
+    "JobStatus",
+    "Mode",
+    "PSJob",
+    "PSJobSpec",
+    "Phase",
+    "ReplicaSpec",
+    "RestartPolicy",
+    "Role",
+    "RunPolicy",
+    "SuccessPolicy",
+    "Training",
+]

@@ -1,0 +1,26 @@
+"""The base of every API model: camelCase on the wire, unknown fields refused.
+
+Refusing unknown fields offline matches what the API server does with `kubectl apply`
+(server-side field validation is Strict by default), so `psjob validate` and admission agree.
+"""
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=False,
+    )
+
+
+FreeForm = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+"""An object kept exactly as the user wrote it (Kubernetes types the operator passes through)."""

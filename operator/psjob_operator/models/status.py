@@ -1,0 +1,81 @@
+"""PSJob status: what `kubectl get/describe/wait`, Flux (kstatus) and Argo CD read."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from psjob_operator.models.base import ApiModel
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ConditionType(StrEnum):
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    READY = "Ready"
+
+
+class Condition(ApiModel):
+    type: str = Field(description="Condition type: " + ", ".join(ConditionType) + ".")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field("", description="One CamelCase word for machines.")
+    message: str = Field("", description="What happened, for people.")
+    last_transition_time: datetime | None = Field(
+        None, description="When the status last changed."
+    )
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation this condition was computed from."
+    )
+
+
+class RoleStatus(ApiModel):
+    active: int = Field(0, description="Pods running or about to run.")
+    ready: int = Field(0, description="Pods whose main container is running and ready.")
+    succeeded: int = Field(0, description="Pods that exited 0.")
+    failed: int = Field(0, description="Pods that failed.")
+    summary: str = Field("", description="ready/total, for `kubectl get`.")
+
+
+class ReplicaStatus(ApiModel):
+    role: Literal["server", "worker"] = Field(description="server or worker.")
+    index: int = Field(description="Replica index within the role.")
+    phase: str = Field(description="Pod phase, or Stopped for servers ended by the operator.")
+    restarts: int = Field(0, description="Job restarts this replica went through.")
+    exit_code: int | None = Field(None, description="Last exit code of the main container.")
+    node: str | None = Field(None, description="Node the pod runs on.")
+
+
+class JobStatus(ApiModel):
+    phase: Phase | None = Field(None, description="Where the job is in its life.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Latest observations of the job's state."
+    )
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation the operator last acted on."
+    )
+    servers: RoleStatus = Field(default_factory=RoleStatus, description="Server pod counts.")
+    workers: RoleStatus = Field(default_factory=RoleStatus, description="Worker pod counts.")
+    replicas: list[ReplicaStatus] = Field(default_factory=list, description="One entry per pod.")
+    start_time: datetime | None = Field(None, description="When the pods were first created.")
+    completion_time: datetime | None = Field(None, description="When the job finished.")
+    restart_count: int = Field(0, description="How many times the whole job was restarted.")
+    next_restart_time: datetime | None = Field(
+        None, description="When a pending restart happens (exponential back-off)."
+    )
+    worker_selector: str | None = Field(
+        None, description="Label selector of the worker pods (for the scale subresource)."
+    )

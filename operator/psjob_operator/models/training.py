@@ -1,0 +1,96 @@
+"""spec.training: how the parameter servers train; handed to the runtime as PSJOB_TRAINING."""
+
+from enum import StrEnum
+
+from pydantic import ConfigDict, Field, model_validator
+
+from psjob_operator.models.base import ApiModel, FreeForm
+
+
+class Mode(StrEnum):
+    SYNC = "sync"
+    ASYNC = "async"
+    SSP = "ssp"
+
+
+class OptimizerName(StrEnum):
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAGRAD = "adagrad"
+
+
+class Optimizer(ApiModel):
+    name: OptimizerName = Field(OptimizerName.SGD, description="Server-side optimizer.")
+    lr: float = Field(0.01, gt=0, description="Learning rate.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd).")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay.")
+    beta1: float = Field(0.9, ge=0, lt=1, description="First-moment decay (adam).")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Second-moment decay (adam).")
+    eps: float = Field(1e-8, gt=0, description="Numerical stabiliser (adam, adagrad).")
+
+
+class Checkpoint(ApiModel):
+    dir: str = Field(
+        min_length=1,
+        description="Directory the servers write checkpoints to; mount a volume there that "
+        "outlives the pods.",
+    )
+    every_steps: int = Field(100, ge=1, description="Write a checkpoint every N steps.")
+
+
+class Training(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.mode != 'ssp' || has(self.staleness)",
+                    "message": "mode ssp needs staleness: set spec.training.staleness to the "
+                    "number of steps a worker may run ahead of the slowest (e.g. 2)",
+                    "fieldPath": ".staleness",
+                },
+                {
+                    "rule": "self.mode == 'ssp' || !has(self.staleness)",
+                    "message": "staleness only applies to mode ssp: set mode: ssp or remove "
+                    "staleness",
+                    "fieldPath": ".staleness",
+                },
+            ]
+        }
+    )
+
+    mode: Mode = Field(
+        Mode.SYNC,
+        description="sync: every step averages all workers' gradients; async: each gradient is "
+        "applied on arrival; ssp: bounded staleness (see staleness).",
+    )
+    staleness: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="ssp only: how many steps the fastest worker may run ahead of the slowest.",
+    )
+    optimizer: Optimizer = Field(default_factory=Optimizer, description="Server-side optimizer.")
+    checkpoint: Checkpoint | None = Field(
+        None, description="Periodic checkpoints of the servers' parameters and optimizer state."
+    )
+    timeout_seconds: int = Field(
+        300,
+        ge=10,
+        le=86400,
+        description="How long a process waits for a peer before it gives up and exits with the "
+        "retryable code 75.",
+    )
+    config: FreeForm = Field(
+        default_factory=dict, description="Free-form settings handed to the user's training code."
+    )
+
+    @model_validator(mode="after")
+    def _staleness_goes_with_ssp(self) -> "Training":
+        if self.mode == Mode.SSP and self.staleness is None:
+            raise ValueError(
+                "mode ssp needs staleness: set spec.training.staleness to the number of steps a "
+                "worker may run ahead of the slowest (e.g. 2)"
+            )
+        if self.mode != Mode.SSP and self.staleness is not None:
+            raise ValueError("staleness only applies to mode ssp: set mode: ssp or remove it")
+        return self

@@ -1,0 +1,168 @@
+"""Pure rendering: a PSJob becomes one headless Service per role and one Pod per replica.
+
+No I/O here. The operator applies what this returns; `psjob render` prints it for review.
+"""
+
+import copy
+from typing import Any
+
+from psjob_operator import contract
+from psjob_operator.models import PSJob, Role
+from psjob_operator.names import pod_fqdn, pod_labels, pod_name, role_labels, service_name
+
+Manifest = dict[str, Any]
+
+RESTART_COUNT_ANNOTATION = f"{contract.GROUP}/restart-count"
+"""On each pod: the job restart it belongs to, so pods of an older attempt can be told apart."""
+
+
+def owner_reference(job: PSJob) -> Manifest:
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "name": job.metadata.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(job: PSJob, name: str, labels: dict[str, str]) -> Manifest:
+    meta: Manifest = {"name": name, "namespace": _namespace(job), "labels": labels}
+    if job.metadata.uid:
+        meta["ownerReferences"] = [owner_reference(job)]
+    return meta
+
+
+def _namespace(job: PSJob) -> str:
+    return job.metadata.namespace or "default"
+
+
+def server_addresses(job: PSJob) -> list[str]:
+    port = job.spec.servers.port
+    return [
+        f"{pod_fqdn(job.metadata.name, _namespace(job), Role.SERVER, index)}:{port}"
+        for index in range(job.spec.servers.replicas)
+    ]
+
+
+def contract_env(job: PSJob, role: Role, index: int, restart_count: int) -> list[Manifest]:
+    """The environment contract of docs/contract.md, in a fixed order."""
+    servers, workers = job.spec.servers.replicas, job.spec.workers.replicas
+    rank = index if role == Role.SERVER else servers + index
+    master = pod_fqdn(job.metadata.name, _namespace(job), Role.SERVER, 0)
+    values = {
+        contract.ENV_JOB_NAME: job.metadata.name,
+        contract.ENV_NAMESPACE: _namespace(job),
+        contract.ENV_ROLE: role.value,
+        contract.ENV_REPLICA_INDEX: str(index),
+        contract.ENV_NUM_SERVERS: str(servers),
+        contract.ENV_NUM_WORKERS: str(workers),
+        contract.ENV_SERVER_ADDRS: ",".join(server_addresses(job)),
+        contract.ENV_MASTER_ADDR: master,
+        contract.ENV_MASTER_PORT: str(job.spec.servers.port),
+        contract.ENV_WORLD_SIZE: str(servers + workers),
+        contract.ENV_RANK: str(rank),
+        contract.ENV_TRAINING: job.spec.training.model_dump_json(by_alias=True),
+        contract.ENV_RESTART_COUNT: str(restart_count),
+    }
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def render_service(job: PSJob, role: Role) -> Manifest:
+    labels = role_labels(job.metadata.name, role)
+    spec: Manifest = {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": True,
+        "selector": labels,
+    }
+    if role == Role.SERVER:
+        port = job.spec.servers.port
+        spec["ports"] = [{"name": "rendezvous", "port": port, "targetPort": port}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(job, service_name(job.metadata.name, role), labels),
+        "spec": spec,
+    }
+
+
+def _main_container(job: PSJob, role: Role, index: int, restart_count: int,
+                    user_main: Manifest) -> Manifest:
+    """The role's container: the user's overlay for `psjob` first, the operator's fields on top."""
+    replica = job.spec.replica_spec(role)
+    container: Manifest = {**user_main, "name": contract.MAIN_CONTAINER, "image": job.spec.image}
+    if job.spec.image_pull_policy:
+        container["imagePullPolicy"] = job.spec.image_pull_policy.value
+    command = replica.command
+    if command is None and role == Role.SERVER:
+        command = list(contract.DEFAULT_SERVER_COMMAND)
+    if command is not None:
+        container["command"] = command
+    if replica.args is not None:
+        container["args"] = replica.args
+    container["env"] = [
+        *contract_env(job, role, index, restart_count),
+        *[env.model_dump(by_alias=True, exclude_none=True) for env in replica.env],
+        *user_main.get("env", []),
+    ]
+    resources = replica.resources.rendered()
+    if resources:
+        container["resources"] = resources
+    mounts = [m.model_dump(by_alias=True, exclude_none=True) for m in replica.volume_mounts]
+    if mounts or "volumeMounts" in user_main:
+        container["volumeMounts"] = [*user_main.get("volumeMounts", []), *mounts]
+    if role == Role.SERVER:
+        port = replica.port
+        container["ports"] = [{"name": "rendezvous", "containerPort": port, "protocol": "TCP"}]
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
+
+
+def render_pod(job: PSJob, role: Role, index: int, restart_count: int = 0) -> Manifest:
+    replica = job.spec.replica_spec(role)
+    template = replica.template
+    spec = copy.deepcopy(template.spec)
+    containers: list[Manifest] = spec.pop("containers", [])
+    user_main = next((c for c in containers if c.get("name") == contract.MAIN_CONTAINER), {})
+    sidecars = [c for c in containers if c.get("name") != contract.MAIN_CONTAINER]
+
+    name = pod_name(job.metadata.name, role, index)
+    spec.update(
+        {
+            "hostname": name,
+            "subdomain": service_name(job.metadata.name, role),
+            "restartPolicy": "Never",
+            "containers": [_main_container(job, role, index, restart_count, user_main), *sidecars],
+        }
+    )
+    scheduling = job.spec.run_policy.scheduling_policy
+    if scheduling.scheduler_name:
+        spec["schedulerName"] = scheduling.scheduler_name
+    if scheduling.priority_class_name:
+        spec["priorityClassName"] = scheduling.priority_class_name
+
+    labels = {**template.metadata.labels, **pod_labels(job.metadata.name, role, index)}
+    metadata = _metadata(job, name, labels)
+    metadata["annotations"] = {
+        **template.metadata.annotations,
+        RESTART_COUNT_ANNOTATION: str(restart_count),
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def render_services(job: PSJob) -> list[Manifest]:
+    return [render_service(job, role) for role in Role]
+
+
+def render_pods(job: PSJob, restart_count: int = 0) -> list[Manifest]:
+    return [
+        render_pod(job, role, index, restart_count)
+        for role in Role
+        for index in range(job.spec.replica_spec(role).replicas)
+    ]
+
+
+def render_all(job: PSJob, restart_count: int = 0) -> list[Manifest]:
+    """Services first: their DNS names must exist before any pod looks them up."""
+    return [*render_services(job), *render_pods(job, restart_count)]
