@@ -8,7 +8,7 @@ from pathlib import Path
 from psjob_operator import yamlio
 from psjob_operator.crd import crd_yaml
 from psjob_operator.render import render_all
-from psjob_operator.validation import InvalidManifest, InvalidManifests, load_psjobs
+from psjob_operator.validation import InvalidManifestError, InvalidManifestsError, load_psjobs
 
 
 def _read(path: str) -> str:
@@ -25,7 +25,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             jobs = load_psjobs(_read(path), path)
-        except (InvalidManifests, InvalidManifest) as exc:
+        except (InvalidManifestsError, InvalidManifestError) as exc:
             for problem in getattr(exc, "problems", [exc]):
                 print(f"{problem.name}: invalid", file=sys.stderr)
                 for error in problem.errors:
@@ -40,7 +40,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     try:
         jobs = load_psjobs(_read(args.file), args.file)
-    except (InvalidManifests, InvalidManifest) as exc:
+    except (InvalidManifestsError, InvalidManifestError) as exc:
         print(exc, file=sys.stderr)
         return 1
     manifests = [m for job in jobs for m in render_all(job, restart_count=args.restart_count)]

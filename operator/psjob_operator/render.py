@@ -87,8 +87,9 @@ def render_service(job: PSJob, role: Role) -> Manifest:
     }
 
 
-def _main_container(job: PSJob, role: Role, index: int, restart_count: int,
-                    user_main: Manifest) -> Manifest:
+def _main_container(
+    job: PSJob, role: Role, index: int, restart_count: int, user_main: Manifest
+) -> Manifest:
     """The role's container: the user's overlay for `psjob` first, the operator's fields on top."""
     replica = job.spec.replica_spec(role)
     container: Manifest = {**user_main, "name": contract.MAIN_CONTAINER, "image": job.spec.image}

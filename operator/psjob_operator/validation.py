@@ -10,6 +10,7 @@ from pydantic_core import ErrorDetails
 
 from psjob_operator.contract import API_VERSION, KIND
 from psjob_operator.models import PSJob
+from psjob_operator.models.base import FieldRuleError
 
 _PYDANTIC_TYPE_TAGS = frozenset({"int", "str", "float", "bool", "list", "dict", "none"})
 
@@ -23,7 +24,7 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class InvalidManifest(Exception):
+class InvalidManifestError(Exception):
     """A manifest that is not a valid PSJob; `errors` names every offending field."""
 
     def __init__(self, name: str, errors: list[FieldError]) -> None:
@@ -67,48 +68,53 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
     seen: dict[str, FieldError] = {}
     for error in exc.errors():
         path = field_path(error["loc"])
+        rule = error.get("ctx", {}).get("error")
+        if isinstance(rule, FieldRuleError):
+            path = f"{path}.{rule.field}" if path else rule.field
         seen.setdefault(path + error["type"], FieldError(path, _message(error)))
     return list(seen.values())
 
 
 def parse_psjob(document: Any, source: str = "manifest") -> PSJob:
-    """Validate one decoded manifest; raise InvalidManifest naming each bad field."""
+    """Validate one decoded manifest; raise InvalidManifestError naming each bad field."""
     if not isinstance(document, dict):
-        raise InvalidManifest(source, [FieldError("", "a PSJob manifest must be a YAML mapping")])
+        raise InvalidManifestError(
+            source, [FieldError("", "a PSJob manifest must be a YAML mapping")]
+        )
     name = f"{source} ({document.get('metadata', {}).get('name', '?')})"
     if document.get("kind") != KIND or document.get("apiVersion") != API_VERSION:
-        raise InvalidManifest(
+        raise InvalidManifestError(
             name,
             [FieldError("kind", f"expected apiVersion: {API_VERSION} and kind: {KIND}")],
         )
     try:
         return PSJob.model_validate(document)
     except ValidationError as exc:
-        raise InvalidManifest(name, field_errors(exc)) from None
+        raise InvalidManifestError(name, field_errors(exc)) from None
 
 
 def load_documents(text: str, source: str) -> list[Any]:
     try:
         return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise InvalidManifest(source, [FieldError("", f"not valid YAML: {exc}")]) from None
+        raise InvalidManifestError(source, [FieldError("", f"not valid YAML: {exc}")]) from None
 
 
 def load_psjobs(text: str, source: str) -> list[PSJob]:
     """Every document of a YAML stream as a PSJob; all errors of all documents at once."""
     jobs: list[PSJob] = []
-    problems: list[InvalidManifest] = []
+    problems: list[InvalidManifestError] = []
     for position, document in enumerate(load_documents(text, source), start=1):
         try:
             jobs.append(parse_psjob(document, f"{source}#{position}"))
-        except InvalidManifest as exc:
+        except InvalidManifestError as exc:
             problems.append(exc)
     if problems:
-        raise InvalidManifests(problems)
+        raise InvalidManifestsError(problems)
     return jobs
 
 
-class InvalidManifests(Exception):
-    def __init__(self, problems: list[InvalidManifest]) -> None:
+class InvalidManifestsError(Exception):
+    def __init__(self, problems: list[InvalidManifestError]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))

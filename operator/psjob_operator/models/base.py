@@ -24,3 +24,15 @@ FreeForm = Annotated[
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
 """An object kept exactly as the user wrote it (Kubernetes types the operator passes through)."""
+
+
+class FieldRuleError(ValueError):
+    """A cross-field rule broken at `field` (relative to the model that checks the rule).
+
+    pydantic reports a model validator's error at the model itself; carrying the field lets
+    `psjob validate` name the field the user must change, as the CRD's CEL rules do.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field

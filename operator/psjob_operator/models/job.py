@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from psjob_operator.contract import API_VERSION, DNS_LABEL_MAX, KIND, ROLE_INFIX_LENGTH
-from psjob_operator.models.base import ApiModel
+from psjob_operator.contract import DNS_LABEL_MAX, ROLE_INFIX_LENGTH
+from psjob_operator.models.base import ApiModel, FieldRuleError
 from psjob_operator.models.replica import ReplicaSpec
 from psjob_operator.models.run_policy import RunPolicy, SuccessPolicy
 from psjob_operator.models.status import JobStatus
@@ -71,8 +71,8 @@ class PSJobSpec(ApiModel):
 
 
 class PSJob(ApiModel):
-    api_version: Literal["psjob.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
-    kind: Literal["PSJob"] = KIND
+    api_version: Literal["psjob.dev/v1alpha1"] = Field("psjob.dev/v1alpha1", alias="apiVersion")
+    kind: Literal["PSJob"] = "PSJob"
     metadata: ObjectMeta
     spec: PSJobSpec
     status: JobStatus | None = None
@@ -81,16 +81,18 @@ class PSJob(ApiModel):
     def _name_fits_dns(self) -> "PSJob":
         name = self.metadata.name
         if not _JOB_NAME.match(name):
-            raise ValueError(
+            raise FieldRuleError(
+                "metadata.name",
                 f"metadata.name {name!r} must be a DNS label: lower-case letters, digits and "
-                "'-', starting with a letter and ending with a letter or digit"
+                "'-', starting with a letter and ending with a letter or digit",
             )
         longest = max_name_length(self.spec.servers.replicas, self.spec.workers.replicas)
         if len(name) > longest:
-            raise ValueError(
+            raise FieldRuleError(
+                "metadata.name",
                 f"metadata.name {name!r} is too long ({len(name)} characters): pod names such as "
                 f"{name}-worker-{self.spec.workers.replicas - 1} must fit a {DNS_LABEL_MAX}-"
-                f"character DNS label, so use at most {longest} characters"
+                f"character DNS label, so use at most {longest} characters",
             )
         return self
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from psjob_operator.contract import CONTRACT_ENV, DEFAULT_SERVER_PORT, EXIT_RETRYABLE
-from psjob_operator.models.base import ApiModel, FreeForm
+from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
 from psjob_operator.models.quantity import Quantity, is_extended_resource
 
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -66,9 +66,7 @@ class Resources(ApiModel):
 
 class PodTemplateMetadata(ApiModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
-    annotations: dict[str, str] = Field(
-        default_factory=dict, description="Extra pod annotations."
-    )
+    annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
 
 
 class PodTemplateOverlay(ApiModel):
@@ -116,7 +114,9 @@ class ReplicaSpec(ApiModel):
             "x-kubernetes-validations": [
                 {
                     "rule": "self.all(e, !(e.name in "
-                    + "[" + ", ".join(f"'{name}'" for name in CONTRACT_ENV) + "]))",
+                    + "["
+                    + ", ".join(f"'{name}'" for name in CONTRACT_ENV)
+                    + "]))",
                     "message": "env may not redefine a psjob contract variable "
                     "(" + ", ".join(CONTRACT_ENV) + "): the operator sets them; "
                     "pass your own settings under another name or in spec.training.config",
@@ -167,14 +167,15 @@ class ReplicaSpec(ApiModel):
     @model_validator(mode="after")
     def _exit_codes_need_policy(self) -> "ReplicaSpec":
         if self.retryable_exit_codes is not None and self.restart_policy != RestartPolicy.EXIT_CODE:
-            raise ValueError(
+            raise FieldRuleError(
+                "retryableExitCodes",
                 "retryableExitCodes only applies with restartPolicy: ExitCode; "
-                "set restartPolicy: ExitCode or remove retryableExitCodes"
+                "set restartPolicy: ExitCode or remove retryableExitCodes",
             )
         return self
 
     def is_retryable(self, exit_code: int) -> bool:
-        """Whether a pod of this role ending with `exit_code` restarts the job rather than failing it."""
+        """Whether a pod of this role exiting with `exit_code` restarts the job or fails it."""
         if self.restart_policy == RestartPolicy.ON_FAILURE:
             return True
         if self.restart_policy == RestartPolicy.NEVER:
@@ -182,4 +183,3 @@ class ReplicaSpec(ApiModel):
         if self.retryable_exit_codes is not None:
             return exit_code in self.retryable_exit_codes
         return exit_code == EXIT_RETRYABLE or exit_code >= 128
-

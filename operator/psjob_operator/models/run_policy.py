@@ -22,9 +22,7 @@ class SchedulingPolicy(ApiModel):
     scheduler_name: str | None = Field(
         None, description="schedulerName of every pod (e.g. volcano)."
     )
-    priority_class_name: str | None = Field(
-        None, description="priorityClassName of every pod."
-    )
+    priority_class_name: str | None = Field(None, description="priorityClassName of every pod.")
     queue: str | None = Field(None, description="Queue of the gang scheduler's PodGroup.")
     min_available: int | None = Field(
         None,

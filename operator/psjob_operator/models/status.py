@@ -34,9 +34,7 @@ class Condition(ApiModel):
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field("", description="One CamelCase word for machines.")
     message: str = Field("", description="What happened, for people.")
-    last_transition_time: datetime | None = Field(
-        None, description="When the status last changed."
-    )
+    last_transition_time: datetime | None = Field(None, description="When the status last changed.")
     observed_generation: int | None = Field(
         None, description="The metadata.generation this condition was computed from."
     )

@@ -4,7 +4,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field, model_validator
 
-from psjob_operator.models.base import ApiModel, FreeForm
+from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
 
 
 class Mode(StrEnum):
@@ -87,10 +87,13 @@ class Training(ApiModel):
     @model_validator(mode="after")
     def _staleness_goes_with_ssp(self) -> "Training":
         if self.mode == Mode.SSP and self.staleness is None:
-            raise ValueError(
+            raise FieldRuleError(
+                "staleness",
                 "mode ssp needs staleness: set spec.training.staleness to the number of steps a "
-                "worker may run ahead of the slowest (e.g. 2)"
+                "worker may run ahead of the slowest (e.g. 2)",
             )
         if self.mode != Mode.SSP and self.staleness is not None:
-            raise ValueError("staleness only applies to mode ssp: set mode: ssp or remove it")
+            raise FieldRuleError(
+                "staleness", "staleness only applies to mode ssp: set mode: ssp or remove it"
+            )
         return self
