@@ -1,0 +1,167 @@
+"""The environment contract (operator -> runtime), read once into a typed `JobContext`.
+
+Every process of a job, in a pod or started by the local launcher, learns who it is only from
+these variables. Reading them in one place means a wrong value stops the process at start-up
+with the variable's name and the expected form, instead of surfacing later as a hang in the
+rendezvous (exit code 78, permanent: a restart would read the same values).
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from psjob_runtime.errors import ContractError
+from psjob_runtime.training import TrainingSettings
+
+ENV_JOB_NAME = "PSJOB_NAME"
+ENV_NAMESPACE = "PSJOB_NAMESPACE"
+ENV_ROLE = "PSJOB_ROLE"
+ENV_REPLICA_INDEX = "PSJOB_REPLICA_INDEX"
+ENV_NUM_SERVERS = "PSJOB_NUM_SERVERS"
+ENV_NUM_WORKERS = "PSJOB_NUM_WORKERS"
+ENV_SERVER_ADDRS = "PSJOB_SERVER_ADDRS"
+ENV_MASTER_ADDR = "MASTER_ADDR"
+ENV_MASTER_PORT = "MASTER_PORT"
+ENV_WORLD_SIZE = "WORLD_SIZE"
+ENV_RANK = "RANK"
+ENV_TRAINING = "PSJOB_TRAINING"
+ENV_RESTART_COUNT = "PSJOB_RESTART_COUNT"
+
+
+class Role(StrEnum):
+    SERVER = "server"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Who this process is within its job, and how the job trains."""
+
+    job_name: str
+    namespace: str
+    role: Role
+    replica_index: int
+    num_servers: int
+    num_workers: int
+    server_addrs: tuple[Address, ...]
+    master: Address
+    world_size: int
+    rank: int
+    training: TrainingSettings
+    restart_count: int
+
+    def server_rank(self, index: int) -> int:
+        return index
+
+    def worker_rank(self, index: int) -> int:
+        return self.num_servers + index
+
+    def describe_rank(self, rank: int) -> str:
+        """A peer's name as people see it in logs and pod names, e.g. `worker 1 (rank 3)`."""
+        if rank < self.num_servers:
+            return f"server {rank} (rank {rank})"
+        return f"worker {rank - self.num_servers} (rank {rank})"
+
+
+def _require(env: Mapping[str, str], name: str, expected: str) -> str:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        raise ContractError(f"{name} is not set: expected {expected}")
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, expected: str, minimum: int) -> int:
+    raw = _require(env, name, expected)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ContractError(f"{name}={raw!r} is not an integer: expected {expected}") from None
+    if value < minimum:
+        raise ContractError(f"{name}={value} is below {minimum}: expected {expected}")
+    return value
+
+
+def _address(raw: str, name: str) -> Address:
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ContractError(f"{name} has {raw!r}: expected host:port with a port in 1..65535")
+    return Address(host, int(port))
+
+
+def _training(env: Mapping[str, str]) -> TrainingSettings:
+    raw = _require(env, ENV_TRAINING, 'the JSON of spec.training, e.g. {"mode": "sync"}')
+    try:
+        return TrainingSettings.model_validate_json(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise ContractError(f"{ENV_TRAINING} is malformed: {problems}") from None
+
+
+def read_context(env: Mapping[str, str] | None = None) -> JobContext:
+    """Parse and cross-check the contract; raise ContractError naming the first bad variable."""
+    env = os.environ if env is None else env
+    role_raw = _require(env, ENV_ROLE, "'server' or 'worker'")
+    try:
+        role = Role(role_raw)
+    except ValueError:
+        raise ContractError(f"{ENV_ROLE}={role_raw!r}: expected 'server' or 'worker'") from None
+    num_servers = _int(env, ENV_NUM_SERVERS, "the number of servers (>= 1)", 1)
+    num_workers = _int(env, ENV_NUM_WORKERS, "the number of workers (>= 1)", 1)
+    count = num_servers if role is Role.SERVER else num_workers
+    index = _int(env, ENV_REPLICA_INDEX, f"this {role}'s index, 0..{count - 1}", 0)
+    if index >= count:
+        raise ContractError(
+            f"{ENV_REPLICA_INDEX}={index} is out of range: there are {count} {role}s, "
+            f"so expected 0..{count - 1}"
+        )
+    addrs_raw = _require(env, ENV_SERVER_ADDRS, "comma-separated host:port of every server")
+    addrs = tuple(_address(part, ENV_SERVER_ADDRS) for part in addrs_raw.split(","))
+    if len(addrs) != num_servers:
+        raise ContractError(
+            f"{ENV_SERVER_ADDRS} lists {len(addrs)} addresses but {ENV_NUM_SERVERS}="
+            f"{num_servers}: expected one host:port per server, in index order"
+        )
+    master_host = _require(env, ENV_MASTER_ADDR, "server 0's host")
+    master_port = _int(env, ENV_MASTER_PORT, "server 0's port", 1)
+    world_size = _int(env, ENV_WORLD_SIZE, "servers + workers", 2)
+    if world_size != num_servers + num_workers:
+        raise ContractError(
+            f"{ENV_WORLD_SIZE}={world_size} but {ENV_NUM_SERVERS} + {ENV_NUM_WORKERS} = "
+            f"{num_servers + num_workers}: expected them to agree"
+        )
+    rank = _int(env, ENV_RANK, "servers 0..S-1, workers S..S+W-1", 0)
+    expected_rank = index if role is Role.SERVER else num_servers + index
+    if rank != expected_rank:
+        raise ContractError(
+            f"{ENV_RANK}={rank} but {role} {index} must have rank {expected_rank} "
+            "(servers take ranks 0..S-1, workers S..S+W-1)"
+        )
+    return JobContext(
+        job_name=_require(env, ENV_JOB_NAME, "the job's name"),
+        namespace=_require(env, ENV_NAMESPACE, "the job's namespace"),
+        role=role,
+        replica_index=index,
+        num_servers=num_servers,
+        num_workers=num_workers,
+        server_addrs=addrs,
+        master=Address(master_host, master_port),
+        world_size=world_size,
+        rank=rank,
+        training=_training(env),
+        restart_count=_int(env, ENV_RESTART_COUNT, "the job's restart count (>= 0)", 0),
+    )

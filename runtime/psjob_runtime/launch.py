@@ -1,0 +1,314 @@
+"""Run a whole job as local processes with the pods' environment contract (like torchrun).
+
+    python -m psjob_runtime.launch --servers 2 --workers 2 --mode sync -- \\
+        python -m psjob_runtime.examples.digits
+
+Servers run `python -m psjob_runtime server`, workers run the given command. Output is prefixed
+with the process's name; worker 0's progress line is redrawn in place on a terminal. The first
+process to fail stops all others and its exit code becomes the launcher's (a signal death N
+becomes 128+N, as in a shell); Ctrl-C stops everything.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, NoReturn
+
+from pydantic import ValidationError
+
+from psjob_runtime import contract as c
+from psjob_runtime.errors import ExitCode
+from psjob_runtime.progress import PROGRESS_PREFIX
+from psjob_runtime.training import TrainingSettings
+
+STOP_GRACE_SECONDS = 5.0
+_EXIT_MEANINGS = {
+    int(ExitCode.USER_ERROR): "an exception in user code",
+    int(ExitCode.RETRYABLE): "retryable: a peer was lost or timed out",
+    int(ExitCode.CONFIG_ERROR): "configuration error",
+}
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    name: str
+    rank: int
+    argv: list[str]
+    env: dict[str, str]
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """Ports the OS says are free now (held open together so that they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _loopback_interface() -> str | None:
+    names = {name for _, name in socket.if_nameindex()}
+    return next((name for name in ("lo", "lo0") if name in names), None)
+
+
+def plan_job(
+    servers: int,
+    workers: int,
+    training: TrainingSettings,
+    worker_argv: list[str],
+    name: str = "local",
+    host: str = "127.0.0.1",
+    base_env: dict[str, str] | None = None,
+) -> list[ProcessPlan]:
+    """Every process of a local job with the same contract variables the operator renders."""
+    ports = free_ports(host, servers)
+    addrs = ",".join(f"{host}:{port}" for port in ports)
+    shared = dict(os.environ if base_env is None else base_env)
+    shared.update(
+        {
+            c.ENV_JOB_NAME: name,
+            c.ENV_NAMESPACE: "local",
+            c.ENV_NUM_SERVERS: str(servers),
+            c.ENV_NUM_WORKERS: str(workers),
+            c.ENV_SERVER_ADDRS: addrs,
+            c.ENV_MASTER_ADDR: host,
+            c.ENV_MASTER_PORT: str(ports[0]),
+            c.ENV_WORLD_SIZE: str(servers + workers),
+            c.ENV_TRAINING: training.to_json(),
+            c.ENV_RESTART_COUNT: shared.get(c.ENV_RESTART_COUNT, "0"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    loopback = _loopback_interface()
+    if loopback is not None and host.startswith("127."):
+        # Keep gloo on loopback even where the hostname resolves to a LAN address.
+        shared.setdefault("GLOO_SOCKET_IFNAME", loopback)
+    plans = []
+    server_argv = [sys.executable, "-m", "psjob_runtime", "server"]
+    for role, count, argv in (("server", servers, server_argv), ("worker", workers, worker_argv)):
+        for index in range(count):
+            rank = index if role == "server" else servers + index
+            env = dict(shared)
+            env.update({c.ENV_ROLE: role, c.ENV_REPLICA_INDEX: str(index), c.ENV_RANK: str(rank)})
+            plans.append(ProcessPlan(f"{role}-{index}", rank, list(argv), env))
+    return plans
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    meaning = _EXIT_MEANINGS.get(code)
+    return f"exited with code {code}" + (f" ({meaning})" if meaning else "")
+
+
+def shell_exit_code(returncode: int) -> int:
+    """Popen's returncode as a shell reports it: a death by signal N is 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class Console:
+    """Prefixed output from many processes; worker 0's progress line is redrawn on a tty."""
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+        self.live = out.isatty()
+        self._progress_shown = False
+
+    def line(self, source: str, text: str) -> None:
+        if self.live and text.startswith(PROGRESS_PREFIX):
+            if source != "worker-0":
+                return
+            self.out.write(f"\r\033[K[{source}] {text}")
+            self._progress_shown = True
+        else:
+            if self._progress_shown:
+                self.out.write("\n")
+                self._progress_shown = False
+            self.out.write(f"[{source}] {text}\n")
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        self.line("launch", text)
+
+
+class Job:
+    def __init__(self, plans: list[ProcessPlan], console: Console):
+        self.plans = plans
+        self.console = console
+        self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pumps: list[threading.Thread] = []
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        for raw in stream:
+            self.lines.put((name, raw.decode(errors="replace").rstrip("\r\n")))
+
+    def start(self) -> None:
+        for plan in self.plans:
+            proc = subprocess.Popen(
+                plan.argv,
+                env=plan.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the launcher, which stops everyone.
+            )
+            assert proc.stdout is not None
+            self.procs[plan.name] = proc
+            self.console.note(f"started {plan.name} (rank {plan.rank}) pid {proc.pid}")
+            pump = threading.Thread(target=self._pump, args=(plan.name, proc.stdout), daemon=True)
+            pump.start()
+            self.pumps.append(pump)
+
+    def drain(self) -> None:
+        while True:
+            try:
+                name, text = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            self.console.line(name, text)
+
+    def first_failure(self) -> tuple[str, int] | None:
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and code != 0:
+                return name, code
+        return None
+
+    def all_succeeded(self) -> bool:
+        return all(proc.poll() == 0 for proc in self.procs.values())
+
+    def stop(self) -> None:
+        running = [p for p in self.procs.values() if p.poll() is None]
+        for proc in running:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in running:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+
+    def finish_output(self) -> None:
+        for pump in self.pumps:
+            pump.join(timeout=2.0)
+        self.drain()
+
+    def run(self) -> int:
+        self.start()
+        while True:
+            self.drain()
+            failure = self.first_failure()
+            if failure is not None:
+                name, code = failure
+                proc = self.procs[name]
+                self.console.note(
+                    f"{name} (pid {proc.pid}) {describe_exit(code)}; stopping the others"
+                )
+                self.stop()
+                self.finish_output()
+                return shell_exit_code(code)
+            if self.all_succeeded():
+                self.finish_output()
+                return 0
+            time.sleep(0.05)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m psjob_runtime.launch",
+        description="Run a psjob training job as local processes.",
+        epilog="example: python -m psjob_runtime.launch --servers 2 --workers 2 -- "
+        "python -m psjob_runtime.examples.digits",
+    )
+    parser.add_argument("--servers", type=int, default=1, help="parameter servers (default 1)")
+    parser.add_argument("--workers", type=int, default=2, help="workers (default 2)")
+    parser.add_argument("--mode", choices=["sync", "async", "ssp"], default="sync")
+    parser.add_argument("--staleness", type=int, help="ssp: steps a worker may lead the slowest")
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "adagrad"], default="sgd")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--timeout", type=int, default=300, help="peer timeout in seconds")
+    parser.add_argument("--config", default="{}", help="JSON object for the user's code")
+    parser.add_argument("--name", default="local", help="job name (PSJOB_NAME)")
+    if "--" not in argv:
+        parser.error("give the worker command after --, e.g. -- python train.py")
+    split = argv.index("--")
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
+    if not command:
+        parser.error("the worker command after -- is empty")
+    if args.servers < 1 or args.workers < 1:
+        parser.error("--servers and --workers must be at least 1")
+    return args, command
+
+
+def _settings(args: argparse.Namespace) -> TrainingSettings:
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--config is not valid JSON: {error}") from None
+    try:
+        return TrainingSettings.model_validate(
+            {
+                "mode": args.mode,
+                "staleness": args.staleness,
+                "optimizer": {
+                    "name": args.optimizer,
+                    "lr": args.lr,
+                    "momentum": args.momentum,
+                    "weightDecay": args.weight_decay,
+                },
+                "timeoutSeconds": args.timeout,
+                "config": config,
+            }
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"invalid training settings ({where or 'mode'}): {first['msg']}") from None
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args, command = _parse(sys.argv[1:] if argv is None else argv)
+    try:
+        training = _settings(args)
+    except ValueError as error:
+        print(f"psjob launch: {error}", file=sys.stderr)
+        sys.exit(ExitCode.CONFIG_ERROR)
+    console = Console(sys.stdout)
+    job = Job(plan_job(args.servers, args.workers, training, command, args.name), console)
+
+    def interrupted(signum: int, _frame: object) -> None:
+        console.note(f"{signal.Signals(signum).name}: stopping every process")
+        job.stop()
+        job.finish_output()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    sys.exit(job.run())
+
+
+if __name__ == "__main__":
+    main()

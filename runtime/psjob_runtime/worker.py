@@ -1,0 +1,247 @@
+"""The worker API: ordinary PyTorch training code, with the optimizer step done by the servers.
+
+    session = psjob_runtime.init()
+    optimizer = session.optimizer(model)         # after model.to(session.device)
+    for x, y in DataLoader(session.partition(train_set), ...):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()                          # push gradients, pull fresh parameters
+        session.report(step=..., loss=loss.item(), samples=len(x))
+    session.finish()
+
+The model's parameters and gradients become views into two flat buffers, so a step moves one
+contiguous slice per server in each direction with no per-tensor messages and no copies (on a
+GPU, through pinned host buffers). Worker 0's initial parameters are sent to the servers and
+every worker starts from what the servers hold, so all workers start identical.
+"""
+
+import os
+from collections.abc import Sequence
+from typing import Any, Self
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from psjob_runtime.contract import JobContext, Role, read_context
+from psjob_runtime.errors import ContractError, install_exit_hook
+from psjob_runtime.progress import ProgressReporter
+from psjob_runtime.sharding import balanced_slices
+from psjob_runtime.transport import Transfer, Transport, join_group, wait_all
+from psjob_runtime.wire import (
+    TAG_HEADER,
+    TAG_PAYLOAD,
+    TAG_REPLY,
+    Header,
+    Op,
+    ServerStats,
+    new_header_buffer,
+)
+
+
+class FlatParameters:
+    """The model's parameters and gradients rebound as views of two flat float32 buffers."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]):
+        if not params:
+            raise ValueError("the model has no trainable parameters to train")
+        for index, param in enumerate(params):
+            if param.dtype != torch.float32:
+                raise ValueError(
+                    f"parameter {index} is {param.dtype}: psjob_runtime trains float32 "
+                    "parameters; keep the model in float32 (use autocast for lower precision)"
+                )
+        self.params = list(params)
+        self.device = params[0].device
+        total = sum(p.numel() for p in params)
+        self.values = torch.empty(total, dtype=torch.float32, device=self.device)
+        self.grads = torch.zeros(total, dtype=torch.float32, device=self.device)
+        self._offsets: list[tuple[int, int]] = []
+        offset = 0
+        with torch.no_grad():
+            for param in self.params:
+                stop = offset + param.numel()
+                self.values[offset:stop].copy_(param.detach().reshape(-1))
+                param.data = self.values[offset:stop].view_as(param)
+                self._offsets.append((offset, stop))
+                offset = stop
+        self.bind_grads()
+
+    def bind_grads(self) -> None:
+        """Make every .grad a view of the flat buffer again, keeping what it holds.
+
+        Autograd accumulates into an existing .grad in place, so after this a backward pass
+        writes straight into the flat buffer. Code that set grads to None (model.zero_grad())
+        or replaced them is caught here; a parameter without a gradient counts as zero.
+        """
+        for param, (start, stop) in zip(self.params, self._offsets, strict=True):
+            view = self.grads[start:stop].view_as(param)
+            grad = param.grad
+            if grad is not None and grad.data_ptr() == view.data_ptr():
+                continue
+            if grad is None:
+                view.zero_()
+            else:
+                view.copy_(grad)
+            param.grad = view
+
+    @property
+    def numel(self) -> int:
+        return self.values.numel()
+
+
+class ParameterServerOptimizer:
+    """Stands in for a torch optimizer: `step()` pushes gradients and pulls parameters."""
+
+    def __init__(self, session: "WorkerSession", params: Sequence[torch.nn.Parameter]):
+        self.session = session
+        self.flat = FlatParameters(params)
+        self.slices = balanced_slices(self.flat.numel, session.ctx.num_servers)
+        on_gpu = self.flat.device.type == "cuda"
+        # Gloo moves host memory: a GPU worker stages both directions through pinned buffers.
+        self._host_values = (
+            torch.empty(self.flat.numel, pin_memory=True) if on_gpu else self.flat.values
+        )
+        self._host_grads = (
+            torch.empty(self.flat.numel, pin_memory=True) if on_gpu else self.flat.grads
+        )
+        self._headers = [new_header_buffer() for _ in self.slices]
+        self.steps = 0
+        if session.ctx.replica_index == 0:
+            self._host_values.copy_(self.flat.values)
+            self._send_all(Op.INIT, self._host_values)
+        self._request(Op.PULL, payload=None)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the flat gradient buffer (`set_to_none` is accepted and ignored on purpose)."""
+        self.flat.bind_grads()
+        self.flat.grads.zero_()
+
+    def step(self) -> None:
+        self.flat.bind_grads()
+        if self._host_grads is not self.flat.grads:
+            self._host_grads.copy_(self.flat.grads)
+        self._request(Op.PUSH_PULL, payload=self._host_grads)
+        self.steps += 1
+
+    def _headers_out(self, op: Op) -> list[Transfer]:
+        transport = self.session.transport
+        worker = self.session.ctx.replica_index
+        return [
+            transport.send(
+                Header(op, worker, self.steps, part.numel).encode(self._headers[part.server]),
+                part.server,
+                TAG_HEADER,
+                f"{op.name} request",
+            )
+            for part in self.slices
+        ]
+
+    def _payloads_out(self, source: torch.Tensor, what: str) -> list[Transfer]:
+        transport = self.session.transport
+        return [
+            transport.send(source[part.start : part.stop], part.server, TAG_PAYLOAD, what)
+            for part in self.slices
+        ]
+
+    def _send_all(self, op: Op, payload: torch.Tensor) -> None:
+        wait_all(self._headers_out(op))
+        wait_all(self._payloads_out(payload, op.name.lower()))
+
+    def _request(self, op: Op, payload: torch.Tensor | None) -> None:
+        """One request to every server at once, then every slice of the reply."""
+        transport = self.session.transport
+        wait_all(self._headers_out(op))
+        sends = [] if payload is None else self._payloads_out(payload, f"gradient of {self.steps}")
+        replies = [
+            transport.recv(
+                self._host_values[part.start : part.stop],
+                part.server,
+                TAG_REPLY,
+                f"parameters after step {self.steps}",
+            )
+            for part in self.slices
+        ]
+        wait_all(sends)
+        wait_all(replies)
+        if self._host_values is not self.flat.values:
+            self.flat.values.copy_(self._host_values)
+
+    def close(self) -> list[ServerStats]:
+        """Say DONE to every server and collect each one's statistics."""
+        wait_all(self._headers_out(Op.DONE))
+        buffers = [new_header_buffer() for _ in self.slices]
+        wait_all(
+            self.session.transport.recv(buffer, part.server, TAG_REPLY, "final statistics")
+            for buffer, part in zip(buffers, self.slices, strict=True)
+        )
+        return [ServerStats.decode(buffer) for buffer in buffers]
+
+
+class WorkerSession:
+    """A worker's membership in the job: its context, transport, optimizer and progress."""
+
+    def __init__(self, ctx: JobContext, report_interval: float = 1.0):
+        self.ctx = ctx
+        self.transport = Transport(ctx)
+        self.reporter = ProgressReporter(ctx.replica_index, report_interval)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._optimizer: ParameterServerOptimizer | None = None
+        self.server_stats: list[ServerStats] = []
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """spec.training.config: the user's own free-form settings."""
+        return self.ctx.training.config
+
+    @property
+    def worker_index(self) -> int:
+        return self.ctx.replica_index
+
+    @property
+    def num_workers(self) -> int:
+        return self.ctx.num_workers
+
+    def optimizer(self, model: torch.nn.Module) -> ParameterServerOptimizer:
+        """Attach the model's trainable parameters to the servers; call once, after .to(device)."""
+        if self._optimizer is not None:
+            raise RuntimeError("session.optimizer() was already called: attach one model per job")
+        params = [p for p in model.parameters() if p.requires_grad]
+        self._optimizer = ParameterServerOptimizer(self, params)
+        return self._optimizer
+
+    def partition(self, dataset: Dataset[Any]) -> Subset[Any]:
+        """This worker's share of `dataset`: every W-th item from its index (sizes differ by 1)."""
+        size = len(dataset)  # type: ignore[arg-type]
+        return Subset(dataset, range(self.worker_index, size, self.num_workers))
+
+    def report(self, step: int, loss: float, samples: int = 0, **metrics: float) -> None:
+        """Print a progress line (at most once a second): step, loss, samples/s, metrics."""
+        self.reporter.report(step, loss, samples, metrics)
+
+    def finish(self) -> list[ServerStats]:
+        """Tell every server this worker is done; they exit once all workers are."""
+        if self._optimizer is None:
+            return []
+        optimizer, self._optimizer = self._optimizer, None
+        self.server_stats = optimizer.close()
+        return self.server_stats
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.finish()
+
+
+def init(env: dict[str, str] | None = None) -> WorkerSession:
+    """Join the job as a worker: read the environment contract and connect to the servers."""
+    install_exit_hook()
+    ctx = read_context(os.environ if env is None else env)
+    if ctx.role is not Role.WORKER:
+        raise ContractError(
+            "PSJOB_ROLE=server but psjob_runtime.init() is the worker API: servers run "
+            "`python -m psjob_runtime server`"
+        )
+    join_group(ctx)
+    return WorkerSession(ctx)
