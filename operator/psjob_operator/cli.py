@@ -43,7 +43,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except (InvalidManifestsError, InvalidManifestError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    manifests = [m for job in jobs for m in render_all(job, restart_count=args.restart_count)]
+    manifests = [m for job in jobs for m in render_all(job, attempt=args.restart_count)]
     sys.stdout.write(yamlio.dump_all(manifests))
     return 0
 

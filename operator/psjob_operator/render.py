@@ -4,6 +4,8 @@ No I/O here. The operator applies what this returns; `psjob render` prints it fo
 """
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 from psjob_operator import contract
@@ -12,8 +14,29 @@ from psjob_operator.names import pod_fqdn, pod_labels, pod_name, role_labels, se
 
 Manifest = dict[str, Any]
 
-RESTART_COUNT_ANNOTATION = f"{contract.GROUP}/restart-count"
-"""On each pod: the job restart it belongs to, so pods of an older attempt can be told apart."""
+ATTEMPT_ANNOTATION = f"{contract.GROUP}/attempt"
+"""On each pod: the job attempt (PSJOB_RESTART_COUNT) it belongs to.
+
+Pod names repeat across restarts, so this tells a leftover pod of an older attempt from a new one.
+"""
+
+
+SPEC_HASH_ANNOTATION = f"{contract.GROUP}/spec-hash"
+"""On each pod: a digest of the spec it was rendered from; a mismatch means the job was edited."""
+
+
+def spec_hash(job: PSJob) -> str:
+    """Digest of every spec field that shapes the pods (not the lifecycle rules of runPolicy)."""
+    spec = job.spec
+    shaping = {
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "servers": spec.servers.model_dump(mode="json"),
+        "workers": spec.workers.model_dump(mode="json"),
+        "training": spec.training.model_dump(mode="json"),
+        "scheduling": spec.run_policy.scheduling_policy.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def owner_reference(job: PSJob) -> Manifest:
@@ -46,7 +69,7 @@ def server_addresses(job: PSJob) -> list[str]:
     ]
 
 
-def contract_env(job: PSJob, role: Role, index: int, restart_count: int) -> list[Manifest]:
+def contract_env(job: PSJob, role: Role, index: int, attempt: int) -> list[Manifest]:
     """The environment contract of docs/contract.md, in a fixed order."""
     servers, workers = job.spec.servers.replicas, job.spec.workers.replicas
     rank = index if role == Role.SERVER else servers + index
@@ -64,7 +87,7 @@ def contract_env(job: PSJob, role: Role, index: int, restart_count: int) -> list
         contract.ENV_WORLD_SIZE: str(servers + workers),
         contract.ENV_RANK: str(rank),
         contract.ENV_TRAINING: job.spec.training.model_dump_json(by_alias=True),
-        contract.ENV_RESTART_COUNT: str(restart_count),
+        contract.ENV_RESTART_COUNT: str(attempt),
     }
     return [{"name": name, "value": value} for name, value in values.items()]
 
@@ -88,7 +111,7 @@ def render_service(job: PSJob, role: Role) -> Manifest:
 
 
 def _main_container(
-    job: PSJob, role: Role, index: int, restart_count: int, user_main: Manifest
+    job: PSJob, role: Role, index: int, attempt: int, user_main: Manifest
 ) -> Manifest:
     """The role's container: the user's overlay for `psjob` first, the operator's fields on top."""
     replica = job.spec.replica_spec(role)
@@ -103,7 +126,7 @@ def _main_container(
     if replica.args is not None:
         container["args"] = replica.args
     container["env"] = [
-        *contract_env(job, role, index, restart_count),
+        *contract_env(job, role, index, attempt),
         *[env.model_dump(by_alias=True, exclude_none=True) for env in replica.env],
         *user_main.get("env", []),
     ]
@@ -120,7 +143,7 @@ def _main_container(
     return container
 
 
-def render_pod(job: PSJob, role: Role, index: int, restart_count: int = 0) -> Manifest:
+def render_pod(job: PSJob, role: Role, index: int, attempt: int = 0) -> Manifest:
     replica = job.spec.replica_spec(role)
     template = replica.template
     spec = copy.deepcopy(template.spec)
@@ -134,7 +157,7 @@ def render_pod(job: PSJob, role: Role, index: int, restart_count: int = 0) -> Ma
             "hostname": name,
             "subdomain": service_name(job.metadata.name, role),
             "restartPolicy": "Never",
-            "containers": [_main_container(job, role, index, restart_count, user_main), *sidecars],
+            "containers": [_main_container(job, role, index, attempt, user_main), *sidecars],
         }
     )
     scheduling = job.spec.run_policy.scheduling_policy
@@ -147,7 +170,8 @@ def render_pod(job: PSJob, role: Role, index: int, restart_count: int = 0) -> Ma
     metadata = _metadata(job, name, labels)
     metadata["annotations"] = {
         **template.metadata.annotations,
-        RESTART_COUNT_ANNOTATION: str(restart_count),
+        ATTEMPT_ANNOTATION: str(attempt),
+        SPEC_HASH_ANNOTATION: spec_hash(job),
     }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
@@ -156,14 +180,14 @@ def render_services(job: PSJob) -> list[Manifest]:
     return [render_service(job, role) for role in Role]
 
 
-def render_pods(job: PSJob, restart_count: int = 0) -> list[Manifest]:
+def render_pods(job: PSJob, attempt: int = 0) -> list[Manifest]:
     return [
-        render_pod(job, role, index, restart_count)
+        render_pod(job, role, index, attempt)
         for role in Role
         for index in range(job.spec.replica_spec(role).replicas)
     ]
 
 
-def render_all(job: PSJob, restart_count: int = 0) -> list[Manifest]:
+def render_all(job: PSJob, attempt: int = 0) -> list[Manifest]:
     """Services first: their DNS names must exist before any pod looks them up."""
-    return [*render_services(job), *render_pods(job, restart_count)]
+    return [*render_services(job), *render_pods(job, attempt)]

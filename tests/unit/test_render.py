@@ -62,7 +62,7 @@ def test_env_contract_for_a_worker() -> None:
         workers={"replicas": 3},
         training={"mode": "ssp", "staleness": 2, "config": {"batch": 64}},
     )
-    env = env_of(render_pod(job, Role.WORKER, 1, restart_count=4))
+    env = env_of(render_pod(job, Role.WORKER, 1, attempt=4))
     training = json.loads(env.pop("PSJOB_TRAINING"))
     assert env == {
         "PSJOB_NAME": "ctr",

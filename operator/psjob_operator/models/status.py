@@ -27,6 +27,7 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     READY = "Ready"
+    STALLED = "Stalled"
 
 
 class Condition(ApiModel):
@@ -51,8 +52,11 @@ class RoleStatus(ApiModel):
 class ReplicaStatus(ApiModel):
     role: Literal["server", "worker"] = Field(description="server or worker.")
     index: int = Field(description="Replica index within the role.")
-    phase: str = Field(description="Pod phase, or Stopped for servers ended by the operator.")
-    restarts: int = Field(0, description="Job restarts this replica went through.")
+    phase: str = Field(
+        description="Pod phase; Terminating while it stops; Stopped for servers the operator "
+        "ended after the workers succeeded; Deleted when the pod vanished."
+    )
+    restarts: int = Field(0, description="Job restarts this replica went through (its attempt).")
     exit_code: int | None = Field(None, description="Last exit code of the main container.")
     node: str | None = Field(None, description="Node the pod runs on.")
 
@@ -70,7 +74,14 @@ class JobStatus(ApiModel):
     replicas: list[ReplicaStatus] = Field(default_factory=list, description="One entry per pod.")
     start_time: datetime | None = Field(None, description="When the pods were first created.")
     completion_time: datetime | None = Field(None, description="When the job finished.")
-    restart_count: int = Field(0, description="How many times the whole job was restarted.")
+    restart_count: int = Field(
+        0, description="How many times a failure restarted the whole job (see backoffLimit)."
+    )
+    attempt: int = Field(
+        0,
+        description="The pods' generation: grows with every whole-job restart, whether after a "
+        "failure, a resize or a resume; the runtime sees it as PSJOB_RESTART_COUNT.",
+    )
     next_restart_time: datetime | None = Field(
         None, description="When a pending restart happens (exponential back-off)."
     )

@@ -1,0 +1,70 @@
+"""What the operator needs to know about one pod, read from its API object (pure).
+
+The kopf index keeps one PodView per pod, so the reconciler never lists pods from the API
+server: status follows the watch stream, and a 1,000-pod job costs no extra requests.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from psjob_operator import contract
+from psjob_operator.models import Role
+from psjob_operator.render import ATTEMPT_ANNOTATION, SPEC_HASH_ANNOTATION
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    role: Role
+    index: int
+    attempt: int
+    spec_hash: str
+    phase: str
+    """Pending, Running, Succeeded, Failed or Unknown, as the kubelet reports it."""
+    deleting: bool
+    ready: bool
+    exit_code: int | None
+    reason: str | None
+    message: str | None
+    node: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+def _main_container_state(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == contract.MAIN_CONTAINER:
+            return dict(status)
+    return {}
+
+
+def pod_view(pod: dict[str, Any]) -> PodView | None:
+    """The view of a psjob pod, or None for a pod without the psjob labels."""
+    metadata = pod.get("metadata", {})
+    labels = metadata.get("labels") or {}
+    try:
+        role = Role(labels[contract.LABEL_ROLE])
+        index = int(labels[contract.LABEL_REPLICA_INDEX])
+    except (KeyError, ValueError):
+        return None
+    annotations = metadata.get("annotations") or {}
+    container = _main_container_state(pod)
+    state = container.get("state") or {}
+    terminated = state.get("terminated") or {}
+    status = pod.get("status", {})
+    return PodView(
+        name=metadata.get("name", ""),
+        role=role,
+        index=index,
+        attempt=int(annotations.get(ATTEMPT_ANNOTATION, "0")),
+        spec_hash=annotations.get(SPEC_HASH_ANNOTATION, ""),
+        phase=status.get("phase") or "Pending",
+        deleting=bool(metadata.get("deletionTimestamp")),
+        ready=bool(container.get("ready")),
+        exit_code=terminated.get("exitCode"),
+        reason=terminated.get("reason") or status.get("reason"),
+        message=(terminated.get("message") or status.get("message") or "").strip() or None,
+        node=pod.get("spec", {}).get("nodeName"),
+    )

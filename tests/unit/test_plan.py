@@ -1,0 +1,295 @@
+"""The reconcile decision through a job's life: what users see in status, what happens to pods."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psjob_operator.models import ConditionType, JobStatus, Phase, PSJob, Role
+from psjob_operator.observe import PodView
+from psjob_operator.plan import Decision, decide, restart_backoff
+from psjob_operator.render import spec_hash
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_job(status: dict[str, Any] | None = None, **spec: Any) -> PSJob:
+    body: dict[str, Any] = {
+        "apiVersion": "psjob.dev/v1alpha1",
+        "kind": "PSJob",
+        "metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {"image": "img", "servers": {"replicas": 1}, "workers": {"replicas": 2}, **spec},
+    }
+    if status is not None:
+        body["status"] = status
+    return PSJob.model_validate(body)
+
+
+def pod(job: PSJob, role: Role, index: int, phase: str = "Running", **changes: Any) -> PodView:
+    view = PodView(
+        name=f"j-{role.value}-{index}",
+        role=role,
+        index=index,
+        attempt=job.status.attempt if job.status else 0,
+        spec_hash=spec_hash(job),
+        phase=phase,
+        deleting=False,
+        ready=phase == "Running",
+        exit_code={"Succeeded": 0}.get(phase),
+        reason=None,
+        message=None,
+        node="node-1",
+    )
+    return replace(view, **changes)
+
+
+def all_pods(job: PSJob, phase: str = "Running") -> list[PodView]:
+    return [
+        pod(job, Role.SERVER, 0, phase),
+        pod(job, Role.WORKER, 0, phase),
+        pod(job, Role.WORKER, 1, phase),
+    ]
+
+
+def step(job: PSJob, pods: list[PodView], now: datetime = T0) -> tuple[PSJob, Decision]:
+    """Apply a decision's status to the job, as the operator's status patch does."""
+    decision = decide(job, pods, now)
+    updated = job.model_copy(update={"status": decision.status})
+    return updated, decision
+
+
+def status_of(job: PSJob) -> JobStatus:
+    assert job.status is not None
+    return job.status
+
+
+def condition(job: PSJob, kind: ConditionType) -> tuple[str, str, str]:
+    found = next(c for c in status_of(job).conditions if c.type == kind.value)
+    return found.status, found.reason, found.message
+
+
+def test_a_new_job_creates_every_pod_and_is_pending() -> None:
+    job, decision = step(make_job(), [])
+    assert decision.create_pods == [(Role.SERVER, 0), (Role.WORKER, 0), (Role.WORKER, 1)]
+    assert status_of(job).phase == Phase.PENDING
+    assert status_of(job).start_time == T0
+    assert condition(job, ConditionType.READY)[0] == "False"
+    assert "psjob.dev/role=worker" in str(status_of(job).worker_selector)
+
+
+def test_pods_not_yet_seen_are_created_again_idempotently_and_nothing_else_happens() -> None:
+    job, _ = step(make_job(), [])
+    job, decision = step(job, [pod(job, Role.SERVER, 0, "Pending")])
+    assert decision.create_pods == [(Role.WORKER, 0), (Role.WORKER, 1)]
+    assert decision.delete_pods == []
+
+
+def test_running_and_ready_when_every_pod_runs() -> None:
+    job, _ = step(make_job(), [])
+    job, decision = step(job, all_pods(job, "Pending"))
+    assert status_of(job).phase == Phase.CREATED
+    assert [e.reason for e in decision.events] == ["Created"]
+    job, decision = step(job, all_pods(job))
+    assert status_of(job).phase == Phase.RUNNING
+    assert condition(job, ConditionType.READY)[0] == "True"
+    assert status_of(job).workers.summary == "2/2" and status_of(job).servers.ready == 1
+    assert [e.reason for e in decision.events] == ["Running"]
+    assert decision.create_pods == []
+
+
+def test_the_same_input_twice_changes_nothing() -> None:
+    job, _ = step(make_job(), [])
+    job, _ = step(job, all_pods(job))
+    again, decision = step(job, all_pods(job), T0 + timedelta(minutes=5))
+    assert again.status == job.status
+    assert decision.events == [] and decision.create_pods == [] and decision.delete_pods == []
+
+
+def test_success_stops_the_servers_and_reports_them_stopped() -> None:
+    job, _ = step(make_job(), [])
+    job, _ = step(job, all_pods(job))
+    pods = [
+        pod(job, Role.SERVER, 0),
+        pod(job, Role.WORKER, 0, "Succeeded"),
+        pod(job, Role.WORKER, 1, "Succeeded"),
+    ]
+    job, decision = step(job, pods, T0 + timedelta(seconds=30))
+    assert status_of(job).phase == Phase.SUCCEEDED
+    assert decision.delete_pods == ["j-server-0"]
+    assert condition(job, ConditionType.SUCCEEDED)[0] == "True"
+    assert condition(job, ConditionType.READY)[0] == "True"
+    # The server ends with SIGTERM (143): still "Stopped", never a failure.
+    pods[0] = pod(job, Role.SERVER, 0, "Failed", exit_code=143)
+    job, decision = step(job, pods, T0 + timedelta(seconds=31))
+    assert [(r.role, r.phase) for r in status_of(job).replicas] == [
+        ("server", "Stopped"),
+        ("worker", "Succeeded"),
+        ("worker", "Succeeded"),
+    ]
+    assert status_of(job).servers.failed == 0 and status_of(job).phase == Phase.SUCCEEDED
+    assert status_of(job).completion_time == T0 + timedelta(seconds=30)
+
+
+def test_worker0_success_policy() -> None:
+    job, _ = step(make_job(successPolicy="Worker0"), [])
+    pods = [
+        pod(job, Role.SERVER, 0),
+        pod(job, Role.WORKER, 0, "Succeeded"),
+        pod(job, Role.WORKER, 1),
+    ]
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.SUCCEEDED
+    assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-1"]
+
+
+def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
+    job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}), [])
+    pods = all_pods(job)
+    pods[2] = pod(job, Role.WORKER, 1, "Failed", exit_code=1)
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.FAILED
+    status, reason, message = condition(job, ConditionType.FAILED)
+    assert (status, reason) == ("True", "PodFailed")
+    assert "j-worker-1" in message and "code 1" in message
+    assert condition(job, ConditionType.STALLED)[0] == "True"
+    assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-0"]
+    assert {e.reason for e in decision.events} == {"PodFailed"}
+
+
+def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:
+    job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}), [])
+    pods = all_pods(job)
+    pods[1] = pod(job, Role.WORKER, 0, "Failed", exit_code=75)
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.RESTARTING
+    assert status_of(job).restart_count == 1 and status_of(job).attempt == 1
+    assert status_of(job).next_restart_time == T0 + timedelta(seconds=restart_backoff(1))
+    # Every pod goes, the failed one too: the new attempt reuses the names.
+    assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-0", "j-worker-1"]
+    # Old pods block the reused names: nothing is created while they are still there.
+    old = [replace(p, deleting=True) for p in pods]
+    job, decision = step(job, old, T0 + timedelta(seconds=10))
+    assert decision.create_pods == [] and status_of(job).phase == Phase.RESTARTING
+    # Once they are gone and the back-off passed, the new attempt starts.
+    job, decision = step(job, [], T0 + timedelta(seconds=10))
+    assert len(decision.create_pods) == 3
+    assert status_of(job).phase == Phase.PENDING
+    assert condition(job, ConditionType.RESTARTING)[0] == "False"
+
+
+def test_the_backoff_is_waited_for() -> None:
+    job, _ = step(make_job(), [])
+    pods = all_pods(job)
+    pods[0] = pod(job, Role.SERVER, 0, "Failed", exit_code=137)
+    job, _ = step(job, pods)
+    job, decision = step(job, [], T0 + timedelta(seconds=1))
+    assert decision.create_pods == []
+    assert decision.requeue_after == restart_backoff(1) - 1
+
+
+def test_backoff_limit_stops_the_restarts() -> None:
+    job, _ = step(make_job(runPolicy={"backoffLimit": 1}), [])
+    for hour in (1, 2):
+        later = T0 + timedelta(hours=hour)  # the back-off has long passed
+        job, _ = step(job, [], later)
+        pods = all_pods(job)
+        pods[1] = pod(job, Role.WORKER, 0, "Failed", exit_code=75)
+        job, _ = step(job, pods, later)
+    assert status_of(job).phase == Phase.FAILED
+    assert condition(job, ConditionType.FAILED)[1] == "BackoffLimitExceeded"
+    assert status_of(job).restart_count == 1
+
+
+def test_a_pod_deleted_by_someone_is_a_retryable_failure_even_under_never() -> None:
+    job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "Never"}), [])
+    job, _ = step(job, all_pods(job))
+    job, _ = step(job, all_pods(job)[:2])  # worker 1 vanished (drained node)
+    assert status_of(job).phase == Phase.RESTARTING
+    assert "j-worker-1 was deleted" in condition(job, ConditionType.RESTARTING)[2]
+
+
+def test_a_succeeded_worker_cleaned_up_by_someone_is_not_recreated() -> None:
+    job, _ = step(make_job(), [])
+    pods = [
+        pod(job, Role.SERVER, 0),
+        pod(job, Role.WORKER, 0, "Succeeded"),
+        pod(job, Role.WORKER, 1),
+    ]
+    job, _ = step(job, pods)
+    job, decision = step(job, [pods[0], pods[2]])
+    assert decision.create_pods == []
+    assert status_of(job).workers.succeeded == 1
+
+
+def test_deadline_fails_the_job_and_stops_its_pods() -> None:
+    job, _ = step(make_job(runPolicy={"activeDeadlineSeconds": 60}), [])
+    job, decision = step(job, all_pods(job), T0 + timedelta(seconds=20))
+    assert decision.requeue_after == 40
+    job, decision = step(job, all_pods(job), T0 + timedelta(seconds=60))
+    assert status_of(job).phase == Phase.FAILED
+    assert condition(job, ConditionType.FAILED)[1] == "DeadlineExceeded"
+    assert len(decision.delete_pods) == 3
+
+
+def test_ttl_deletes_a_finished_job() -> None:
+    job, _ = step(make_job(runPolicy={"ttlSecondsAfterFinished": 30}), [])
+    pods = [
+        pod(job, Role.SERVER, 0, "Succeeded"),
+        pod(job, Role.WORKER, 0, "Succeeded"),
+        pod(job, Role.WORKER, 1, "Succeeded"),
+    ]
+    job, decision = step(job, pods, T0)
+    assert decision.requeue_after == 30 and not decision.delete_job
+    _, decision = step(job, pods, T0 + timedelta(seconds=30))
+    assert decision.delete_job
+
+
+def test_suspend_removes_pods_without_using_restarts_and_resume_recreates() -> None:
+    job, _ = step(make_job(), [])
+    job, _ = step(job, all_pods(job))
+    suspended = job.model_copy(
+        update={
+            "spec": job.spec.model_copy(
+                update={"run_policy": job.spec.run_policy.model_copy(update={"suspend": True})}
+            )
+        }
+    )
+    job, decision = step(suspended, all_pods(job))
+    assert status_of(job).phase == Phase.SUSPENDED
+    assert len(decision.delete_pods) == 3
+    assert condition(job, ConditionType.SUSPENDED)[0] == "True"
+    job, _ = step(job, [])
+    resumed = job.model_copy(
+        update={
+            "spec": job.spec.model_copy(
+                update={"run_policy": job.spec.run_policy.model_copy(update={"suspend": False})}
+            )
+        }
+    )
+    job, decision = step(resumed, [])
+    assert len(decision.create_pods) == 3
+    assert status_of(job).restart_count == 0
+    assert status_of(job).attempt == 1  # the runtime resumes from its checkpoint
+    assert condition(job, ConditionType.SUSPENDED)[0] == "False"
+
+
+def test_scaling_workers_restarts_with_the_new_world_size_without_counting_a_failure() -> None:
+    job, _ = step(make_job(), [])
+    job, _ = step(job, all_pods(job))
+    scaled = job.model_copy(
+        update={
+            "spec": job.spec.model_copy(
+                update={"workers": job.spec.workers.model_copy(update={"replicas": 3})}
+            )
+        }
+    )
+    job, decision = step(scaled, all_pods(job))
+    assert status_of(job).phase == Phase.RESTARTING
+    assert status_of(job).restart_count == 0 and status_of(job).attempt == 1
+    assert len(decision.delete_pods) == 3
+    job, decision = step(job, [])
+    assert len(decision.create_pods) == 4
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [restart_backoff(n) for n in (1, 2, 3)] == [2, 4, 8]
+    assert restart_backoff(30) == 300
