@@ -100,16 +100,22 @@ def _address(raw: str, name: str) -> Address:
     return Address(host, int(port))
 
 
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """`field.path: what is wrong` for every problem pydantic found, joined by `; `."""
+    return "; ".join(
+        f"{prefix}{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
+        for issue in error.errors()
+    )
+
+
 def _training(env: Mapping[str, str]) -> TrainingSettings:
     raw = _require(env, ENV_TRAINING, 'the JSON of spec.training, e.g. {"mode": "sync"}')
     try:
         return TrainingSettings.model_validate_json(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
-            for issue in error.errors()
-        )
-        raise ContractError(f"{ENV_TRAINING} is malformed: {problems}") from None
+        raise ContractError(
+            f"{ENV_TRAINING} is malformed: {describe_validation_error(error)}"
+        ) from None
 
 
 def read_context(env: Mapping[str, str] | None = None) -> JobContext:

@@ -17,12 +17,13 @@ every worker starts from what the servers hold, so all workers start identical.
 
 import os
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
-from psjob_runtime.contract import JobContext, Role, read_context
+from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
 from psjob_runtime.errors import ContractError, install_exit_hook
 from psjob_runtime.progress import ProgressReporter
 from psjob_runtime.sharding import balanced_slices
@@ -36,6 +37,8 @@ from psjob_runtime.wire import (
     ServerStats,
     new_header_buffer,
 )
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 class FlatParameters:
@@ -192,6 +195,14 @@ class WorkerSession:
     def config(self) -> dict[str, Any]:
         """spec.training.config: the user's own free-form settings."""
         return self.ctx.training.config
+
+    def config_as(self, schema: type[SettingsT]) -> SettingsT:
+        """spec.training.config validated by the user's pydantic model (exit 78 when wrong)."""
+        try:
+            return schema.model_validate(self.config)
+        except ValidationError as error:
+            problems = describe_validation_error(error, prefix="spec.training.config.")
+            raise ContractError(f"PSJOB_TRAINING config does not fit: {problems}") from None
 
     @property
     def worker_index(self) -> int:
