@@ -1,6 +1,7 @@
 """The `psjob` command line: CRD generation, offline validation, rendering, and the operator."""
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,20 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    # Imported here: kopf and the handlers are only needed by the operator itself.
+    from psjob_operator import logs, runner
+
+    logs.configure(args.log_format, args.verbose)
+    options = runner.OperatorOptions(
+        namespaces=args.namespace or [],
+        http_port=args.http_port,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
+    )
+    return asyncio.run(runner.run(options))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="psjob", description="Parameter-server training jobs on Kubernetes."
@@ -71,6 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart-count", type=int, default=0, help="render the pods of this job restart"
     )
     render.set_defaults(func=_cmd_render)
+
+    operator = commands.add_parser("operator", help="run the operator (kopf) against the cluster")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NS",
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    operator.add_argument(
+        "--http-port", type=int, default=8080, help="port of /healthz and /metrics (8080)"
+    )
+    operator.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="namespace of the leader Lease (default: $POD_NAMESPACE; no election when unset)",
+    )
+    operator.add_argument(
+        "--leader-election-id", default="psjob-operator", help="name of the leader Lease"
+    )
+    operator.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    operator.set_defaults(func=_cmd_operator)
     return parser
 
 

@@ -432,3 +432,15 @@ class _Reconcile:
 
 def decide(job: PSJob, pods: Sequence[PodView], now: datetime) -> Decision:
     return _Reconcile(job, pods, now).run()
+
+
+def fail_now(
+    job: PSJob, pods: Sequence[PodView], now: datetime, reason: str, message: str
+) -> Decision:
+    """Fail the job at once for a cause found while acting, e.g. a pod the API server refused."""
+    reconcile = _Reconcile(job, pods, now)
+    reconcile.fail(reason, message)
+    reconcile.merge_replicas()
+    reconcile.count()
+    reconcile.ready_condition()
+    return reconcile.decision

@@ -1,0 +1,259 @@
+"""The reconciler: a per-job work queue that applies the pure decision through the API.
+
+Each job has at most one reconcile in flight; events that arrive meanwhile mark it dirty and it
+runs once more afterwards, so a burst of pod events costs one reconcile, not one per event.
+The status is written first, with the job's resourceVersion as a precondition, and only then
+are pods created or deleted: a crash between the two leaves a status that the next reconcile
+completes, never actions that the status forgot.
+"""
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes.client import ApiException
+from pydantic import ValidationError
+
+from psjob_operator import metrics
+from psjob_operator.kube import CONFLICT, Kube, Manifest
+from psjob_operator.models import Phase, PSJob
+from psjob_operator.observe import PodView
+from psjob_operator.plan import Decision, decide, fail_now
+from psjob_operator.render import render_pod, render_services
+
+log = logging.getLogger("psjob.operator")
+
+Key = tuple[str, str]
+"""(namespace, job name)"""
+
+T = TypeVar("T")
+
+RETRY_SECONDS = 5.0
+CREATION_GRACE_SECONDS = 30.0
+"""How long a pod created by this process is assumed to exist before the watch shows it."""
+UNPROCESSABLE = 422
+
+
+def job_key(body: Mapping[str, Any]) -> Key:
+    metadata = body["metadata"]
+    return metadata["namespace"], metadata["name"]
+
+
+def _newer(candidate: Manifest, cached: Manifest | None) -> bool:
+    """resourceVersions are etcd revisions: a later write never has a smaller one."""
+    if cached is None:
+        return True
+    try:
+        return int(candidate["metadata"]["resourceVersion"]) >= int(
+            cached["metadata"]["resourceVersion"]
+        )
+    except (KeyError, ValueError):
+        return True
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, api_threads: int = 16) -> None:
+        self.kube = kube
+        self.executor = ThreadPoolExecutor(api_threads, thread_name_prefix="psjob-api")
+        self.jobs: dict[Key, Manifest] = {}
+        self.pods: Mapping[Key, Iterable[PodView]] = {}
+        self.running: dict[Key, asyncio.Task[None]] = {}
+        self.dirty: set[Key] = set()
+        self.timers: dict[Key, asyncio.TimerHandle] = {}
+        self.created_at: dict[tuple[str, str], float] = {}
+        self.phases: dict[Key, str] = {}
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def observe_job(self, body: Manifest, deleted: bool) -> None:
+        key = job_key(body)
+        if deleted:
+            self.jobs.pop(key, None)
+            self._forget(key)
+            return
+        if _newer(body, self.jobs.get(key)):
+            self.jobs[key] = body
+        self.trigger(key)
+
+    def trigger(self, key: Key) -> None:
+        if key in self.running:
+            self.dirty.add(key)
+            return
+        self.running[key] = asyncio.create_task(self._drain(key))
+
+    def _forget(self, key: Key) -> None:
+        timer = self.timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self.phases:
+            metrics.JOBS.labels(key[0], self.phases.pop(key)).dec()
+
+    def _requeue(self, key: Key, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + seconds
+        timer = self.timers.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= due:
+            return
+        if timer is not None:
+            timer.cancel()
+        self.timers[key] = loop.call_at(due, self.trigger, key)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _drain(self, key: Key) -> None:
+        try:
+            while True:
+                self.dirty.discard(key)
+                await self._reconcile_safely(key)
+                if key not in self.dirty:
+                    return
+        finally:
+            del self.running[key]
+
+    async def _reconcile_safely(self, key: Key) -> None:
+        started = time.perf_counter()
+        try:
+            await self.reconcile(key)
+        except ApiException as exc:
+            if exc.status == CONFLICT:
+                await self._refresh(key)
+                self.dirty.add(key)
+                return
+            metrics.RECONCILE_ERRORS.inc()
+            log.warning("reconcile of %s/%s failed, retrying: %s", *key, exc.reason)
+            self._requeue(key, RETRY_SECONDS)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            log.exception("reconcile of %s/%s failed, retrying", *key)
+            self._requeue(key, RETRY_SECONDS)
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def _refresh(self, key: Key) -> None:
+        body = await self._call(self.kube.get_job, *key)
+        if body is None:
+            self.jobs.pop(key, None)
+        else:
+            self.jobs[key] = body
+
+    async def reconcile(self, key: Key) -> None:
+        body = self.jobs.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            job = PSJob.model_validate(body)
+        except ValidationError as exc:
+            log.error("psjob %s/%s does not match the API, ignoring it: %s", *key, exc)
+            return
+        now = datetime.now(UTC).replace(microsecond=0)
+        pods = list(self.pods.get(key, ()))
+        decision = decide(job, pods, now)
+        await self._apply(key, body, job, decision, pods, now)
+
+    # --- output ------------------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        key: Key,
+        body: Manifest,
+        job: PSJob,
+        decision: Decision,
+        pods: list[PodView],
+        now: datetime,
+    ) -> None:
+        if decision.status != job.status:
+            await self._write_status(key, body, decision)
+        await self._post_events(body, decision)
+        if decision.create_pods:
+            rejected = await self._create_pods(job, decision)
+            if rejected is not None:
+                current = job.model_copy(update={"status": decision.status})
+                decision = fail_now(current, pods, now, "InvalidPodTemplate", rejected)
+                await self._write_status(key, self.jobs[key], decision)
+                await self._post_events(body, decision)
+        await self._delete_pods(key[0], decision.delete_pods)
+        if decision.delete_job:
+            log.info("psjob %s/%s finished and its TTL passed: deleting it", *key)
+            await self._call(self.kube.delete_job, *key)
+            return
+        if decision.requeue_after is not None:
+            self._requeue(key, decision.requeue_after + 0.05)
+        self._record_phase(key, body, decision)
+
+    async def _write_status(self, key: Key, body: Manifest, decision: Decision) -> None:
+        status = decision.status.model_dump(mode="json", by_alias=True)
+        version = body["metadata"]["resourceVersion"]
+        patched = await self._call(self.kube.patch_status, *key, version, status)
+        if _newer(patched, self.jobs.get(key)):
+            self.jobs[key] = patched
+
+    async def _post_events(self, body: Manifest, decision: Decision) -> None:
+        for event in decision.events:
+            if event.reason == "Restarting":
+                metrics.RESTARTS.labels(event.reason).inc()
+            try:
+                await self._call(self.kube.post_event, body, event)
+            except ApiException as exc:
+                log.warning("could not post event %s: %s", event.reason, exc.reason)
+
+    async def _create_pods(self, job: PSJob, decision: Decision) -> str | None:
+        """Services first, then the missing pods in parallel; the API's refusal if any."""
+        namespace = job.metadata.namespace or "default"
+        fresh = time.monotonic() - CREATION_GRACE_SECONDS
+        manifests = [
+            render_pod(job, role, index, decision.status.attempt)
+            for role, index in decision.create_pods
+        ]
+        manifests = [
+            m
+            for m in manifests
+            if self.created_at.get((namespace, m["metadata"]["name"]), 0.0) < fresh
+        ]
+        if not manifests:
+            return None
+        try:
+            for service in render_services(job):
+                await self._call(self.kube.create, service)
+            results = await asyncio.gather(
+                *(self._call(self.kube.create, manifest) for manifest in manifests)
+            )
+        except ApiException as exc:
+            if exc.status == UNPROCESSABLE:
+                return f"the API server refused a pod of this job: {exc.body or exc.reason}"
+            raise
+        stamp = time.monotonic()
+        for manifest in manifests:
+            self.created_at[(namespace, manifest["metadata"]["name"])] = stamp
+        metrics.PODS_CREATED.inc(sum(results))
+        return None
+
+    async def _delete_pods(self, namespace: str, names: list[str]) -> None:
+        if not names:
+            return
+        await asyncio.gather(*(self._call(self.kube.delete_pod, namespace, n) for n in names))
+        for name in names:
+            self.created_at.pop((namespace, name), None)
+        metrics.PODS_DELETED.inc(len(names))
+
+    def _record_phase(self, key: Key, body: Manifest, decision: Decision) -> None:
+        phase = (decision.status.phase or Phase.PENDING).value
+        previous = self.phases.get(key)
+        if previous == phase:
+            return
+        if previous is not None:
+            metrics.JOBS.labels(key[0], previous).dec()
+        metrics.JOBS.labels(key[0], phase).inc()
+        self.phases[key] = phase
+        created = body["metadata"].get("creationTimestamp")
+        if phase == Phase.RUNNING.value and decision.status.attempt == 0 and created:
+            started = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            metrics.TIME_TO_RUNNING.observe((datetime.now(UTC) - started).total_seconds())

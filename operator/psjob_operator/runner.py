@@ -1,0 +1,92 @@
+"""`psjob operator`: kopf with leader election, a health and metrics endpoint, clean shutdown."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import kopf
+
+from psjob_operator import handlers, health
+from psjob_operator.leader import LeaderElector, LostLeadershipError
+
+log = logging.getLogger("psjob.operator")
+
+EXIT_LOST_LEADERSHIP = 3
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespaces: list[str] = field(default_factory=list)
+    """Namespaces to watch; empty means all of them."""
+    http_port: int = 8080
+    leader_election_namespace: str | None = None
+    leader_election_id: str = "psjob-operator"
+
+
+def _identity() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+async def run(options: OperatorOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = await health.serve(options.http_port)
+    elector: LeaderElector | None = None
+    lease_namespace = options.leader_election_namespace or os.environ.get("POD_NAMESPACE")
+    try:
+        if lease_namespace:
+            elector = LeaderElector(
+                handlers.api_client(), lease_namespace, options.leader_election_id, _identity()
+            )
+            acquiring = asyncio.create_task(elector.acquire())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                acquiring.cancel()
+                return 0
+        return await _operate(options, stop, elector)
+    finally:
+        if elector is not None:
+            await asyncio.to_thread(elector.release)
+        await server.cleanup()
+
+
+async def _operate(
+    options: OperatorOptions, stop: asyncio.Event, elector: LeaderElector | None
+) -> int:
+    kopf_stop: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    operator = asyncio.create_task(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not options.namespaces,
+            namespaces=options.namespaces,
+            stop_flag=kopf_stop,
+        )
+    )
+    watchers = {operator, asyncio.create_task(stop.wait())}
+    keeping = asyncio.create_task(elector.keep()) if elector else None
+    if keeping:
+        watchers.add(keeping)
+    await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+    lost = keeping is not None and keeping.done() and keeping.exception() is not None
+    if not kopf_stop.done():
+        kopf_stop.set_result(True)
+    with contextlib.suppress(asyncio.CancelledError):
+        await operator
+    if keeping is not None and not keeping.done():
+        keeping.cancel()
+    if lost:
+        assert keeping is not None
+        log.error("stopping: %s", keeping.exception())
+        return EXIT_LOST_LEADERSHIP
+    return 0
+
+
+__all__ = ["LostLeadershipError", "OperatorOptions", "run"]
