@@ -366,7 +366,7 @@ class _Reconcile:
         self.condition(ConditionType.FAILED, True, reason, message)
         self.condition(ConditionType.RUNNING, False, reason, message)
         self.condition(ConditionType.STALLED, True, reason, message)
-        self.event(EventType.WARNING, reason, message)
+        self.event(EventType.WARNING, "Failed", f"{reason}: {message}")
         self.delete([p for p in self.pods.values() if not p.finished])
         self.finished()
 

@@ -152,7 +152,7 @@ def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
     assert "j-worker-1" in message and "code 1" in message
     assert condition(job, ConditionType.STALLED)[0] == "True"
     assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-0"]
-    assert {e.reason for e in decision.events} == {"PodFailed"}
+    assert [e.reason for e in decision.events] == ["PodFailed", "Failed"]
 
 
 def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:

@@ -7,6 +7,18 @@ from pydantic import ConfigDict, Field, model_validator
 from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
 
 
+_IMMUTABLE_OPTIMIZER = {
+    "rule": "self == oldSelf",
+    "message": "spec.training.optimizer.name cannot change on an existing job: its checkpoints "
+    "hold the old optimizer's state; create a new job instead",
+}
+_IMMUTABLE_CHECKPOINT_DIR = {
+    "rule": "self == oldSelf",
+    "message": "spec.training.checkpoint.dir cannot change on an existing job: restarts resume "
+    "from it; create a new job instead",
+}
+
+
 class Mode(StrEnum):
     SYNC = "sync"
     ASYNC = "async"
@@ -20,7 +32,12 @@ class OptimizerName(StrEnum):
 
 
 class Optimizer(ApiModel):
-    name: OptimizerName = Field(OptimizerName.SGD, description="Server-side optimizer.")
+    name: OptimizerName = Field(
+        OptimizerName.SGD,
+        description="Server-side optimizer. Fixed once the job exists: its checkpoints hold "
+        "this optimizer's state.",
+        json_schema_extra={"x-kubernetes-validations": [_IMMUTABLE_OPTIMIZER]},
+    )
     lr: float = Field(0.01, gt=0, description="Learning rate.")
     momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd).")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay.")
@@ -33,7 +50,8 @@ class Checkpoint(ApiModel):
     dir: str = Field(
         min_length=1,
         description="Directory the servers write checkpoints to; mount a volume there that "
-        "outlives the pods.",
+        "outlives the pods. Fixed once the job exists: restarts resume from it.",
+        json_schema_extra={"x-kubernetes-validations": [_IMMUTABLE_CHECKPOINT_DIR]},
     )
     every_steps: int = Field(100, ge=1, description="Write a checkpoint every N steps.")
 

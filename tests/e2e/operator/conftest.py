@@ -1,0 +1,70 @@
+"""Fixtures for the operator on the real control plane.
+
+- ``psjob_crd`` (session): the generated CRD, applied with kubectl and Established.
+- ``start_operator`` (function): starts `psjob operator` processes watching only the test's
+  namespace (several for the HA test); each is stopped after the test.
+- ``operator`` (function): one running operator for the test's namespace.
+- ``psjobs`` (function): apply, read and wait for PSJobs and their pods (support.PSJobs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from localcluster import LocalCluster
+from localcluster.procs import start_process
+from localcluster.waiting import wait_for
+
+from tests.e2e.operator.support import ROOT, OperatorProcess, PSJobs, free_port, healthy
+
+
+@pytest.fixture(scope="session")
+def psjob_crd(cluster: LocalCluster) -> None:
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/psjobs.psjob.dev", "--timeout=60s")
+
+
+@pytest.fixture
+def start_operator(
+    cluster: LocalCluster, psjob_crd: None, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(*extra: str) -> OperatorProcess:
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "psjob_operator.cli",
+            "operator",
+            f"--namespace={namespace}",
+            f"--http-port={port}",
+            *extra,
+        ]
+        log = tmp_path / f"operator-{len(started)}.log"
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        operator = OperatorProcess(
+            start_process(f"operator-{len(started)}", argv, log, env=env), port
+        )
+        started.append(operator)
+        wait_for(lambda: healthy(port), "the operator's /healthz", timeout=30)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.process.stop(grace_seconds=10)
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return start_operator()
+
+
+@pytest.fixture
+def psjobs(cluster: LocalCluster, namespace: str, api_client: client.ApiClient) -> PSJobs:
+    return PSJobs(cluster, namespace, api_client)

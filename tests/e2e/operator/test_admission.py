@@ -1,0 +1,52 @@
+"""The bad-manifest table replayed through `kubectl apply`: the API server refuses each one,
+names the field, and nothing is created."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from localcluster import LocalCluster
+
+from tests.e2e.operator.support import ROOT, PSJobs
+
+pytestmark = pytest.mark.cluster
+
+BAD_CASES: list[dict[str, Any]] = yaml.safe_load(
+    (ROOT / "tests/data/bad-manifests.yaml").read_text()
+)
+
+
+@pytest.mark.parametrize("case", BAD_CASES, ids=[case["id"] for case in BAD_CASES])
+def test_api_server_refuses_bad_manifest_naming_the_field(
+    case: dict[str, Any], cluster: LocalCluster, psjob_crd: None, psjobs: PSJobs
+) -> None:
+    done = cluster.kubectl(
+        "apply",
+        "-n",
+        psjobs.namespace,
+        "-f",
+        "-",
+        input_text=yaml.safe_dump(case["manifest"]),
+        check=False,
+    )
+    assert done.returncode != 0, f"{case['id']} was accepted: {done.stdout}"
+    # The API server names nested fields by their path, e.g. spec.workers.replicas, or quotes
+    # the unknown field; either way the field the user must change is in the message.
+    field = case["field"].split("[")[0]
+    assert field in done.stderr or field.rsplit(".", 1)[-1] in done.stderr, done.stderr
+    assert psjobs.list_jobs() == []
+
+
+def test_changing_the_optimizer_of_an_existing_job_is_refused(
+    cluster: LocalCluster, psjob_crd: None, psjobs: PSJobs
+) -> None:
+    job = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
+    psjobs.apply(job)
+    job["spec"]["training"] = {"optimizer": {"name": "adam"}}
+    done = cluster.kubectl(
+        "apply", "-n", psjobs.namespace, "-f", "-", input_text=yaml.safe_dump(job), check=False
+    )
+    assert done.returncode != 0
+    assert "spec.training.optimizer.name cannot change" in done.stderr

@@ -1,0 +1,196 @@
+"""A PSJob's life on the real control plane: success, failures, restarts and policies."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.operator.support import (
+    SLEEP_FOREVER,
+    OperatorProcess,
+    PSJobs,
+    eventually,
+    job_manifest,
+    python_command,
+)
+
+pytestmark = pytest.mark.cluster
+
+EXIT = "import sys; sys.exit({code})"
+
+
+def test_success_stops_servers_and_kubectl_wait_returns(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("ok"))
+    psjobs.cluster.kubectl(
+        "wait", "-n", psjobs.namespace, "--for=condition=Succeeded", "psjob/ok", "--timeout=90s"
+    )
+    status = psjobs.status("ok")
+    assert status["phase"] == "Succeeded"
+    assert status["workers"]["succeeded"] == 2
+    assert status["servers"]["failed"] == 0
+    # The server never exits by itself: the operator stops it and says so.
+    eventually(
+        lambda: (
+            [r["phase"] for r in psjobs.status("ok")["replicas"] if r["role"] == "server"]
+            == ["Stopped"]
+        ),
+        "the server to be reported Stopped",
+    )
+    psjobs.wait_no_pods_of_role("ok", "server")
+    ready = psjobs.condition("ok", "Ready")
+    assert ready is not None and ready["status"] == "True"
+    shown = psjobs.cluster.kubectl("get", "psj", "ok", "-n", psjobs.namespace).stdout
+    assert "Succeeded" in shown.splitlines()[1]
+
+
+def test_permanent_exit_code_fails_at_once_naming_pod_and_code(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(
+        job_manifest(
+            "bug",
+            workers={
+                "replicas": 1,
+                "restartPolicy": "ExitCode",
+                "command": python_command(EXIT.format(code=1)),
+            },
+        )
+    )
+    status = psjobs.wait_phase("bug", "Failed", timeout=60)
+    failed = psjobs.condition("bug", "Failed")
+    assert failed is not None
+    assert "bug-worker-0" in failed["message"] and "code 1" in failed["message"]
+    assert status["restartCount"] == 0
+    reasons = {e["reason"] for e in psjobs.events("bug")}
+    assert {"PodFailed", "Failed"} <= reasons
+
+
+def test_retryable_code_restarts_until_backoff_limit(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    # Fails with 75 (retryable) in attempts 0 and 1: the job restarts twice, then gives up.
+    psjobs.apply(
+        job_manifest(
+            "flaky",
+            workers={
+                "replicas": 1,
+                "restartPolicy": "ExitCode",
+                "command": python_command(EXIT.format(code=75)),
+            },
+            runPolicy={"backoffLimit": 2},
+        )
+    )
+    status = psjobs.wait_phase("flaky", "Failed", timeout=90)
+    assert status["restartCount"] == 2
+    failed = psjobs.condition("flaky", "Failed")
+    assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
+    restarts = [e for e in psjobs.events("flaky") if e["reason"] == "Restarting"]
+    assert len(restarts) == 2
+
+
+def test_a_restart_recreates_pods_with_the_next_attempt(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    # Worker 0 fails once (exit 75) and succeeds in the next attempt.
+    code = "import os, sys; sys.exit(75 if os.environ['PSJOB_RESTART_COUNT'] == '0' else 0)"
+    psjobs.apply(
+        job_manifest(
+            "retry",
+            workers={"replicas": 1, "restartPolicy": "ExitCode", "command": python_command(code)},
+        )
+    )
+    status = psjobs.wait_phase("retry", "Succeeded", timeout=90)
+    assert status["restartCount"] == 1 and status["attempt"] == 1
+
+
+def test_deleting_a_running_server_pod_restarts_the_job(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("drain", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.wait_phase("drain", "Running", timeout=60)
+    psjobs.core.delete_namespaced_pod("drain-server-0", psjobs.namespace)
+    eventually(lambda: psjobs.status("drain").get("attempt") == 1, "a restart")
+    status = psjobs.wait_phase("drain", "Running", timeout=60)
+    assert status["restartCount"] == 1
+    pods = psjobs.pods("drain")
+    assert {p["metadata"]["annotations"]["psjob.dev/attempt"] for p in pods} == {"1"}
+    env = psjobs.pod_env(pods[0])
+    assert env["PSJOB_RESTART_COUNT"] == "1"
+
+
+def test_deadline_fails_the_job_and_stops_its_pods(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(
+        job_manifest(
+            "slow",
+            workers={"replicas": 1, "command": SLEEP_FOREVER},
+            runPolicy={"activeDeadlineSeconds": 5},
+        )
+    )
+    psjobs.wait_phase("slow", "Failed", timeout=60)
+    failed = psjobs.condition("slow", "Failed")
+    assert failed is not None and failed["reason"] == "DeadlineExceeded"
+    psjobs.wait_no_pods("slow")
+
+
+def test_ttl_deletes_a_finished_job(operator: OperatorProcess, psjobs: PSJobs) -> None:
+    psjobs.apply(job_manifest("brief", runPolicy={"ttlSecondsAfterFinished": 2}))
+    psjobs.wait_phase("brief", "Succeeded", timeout=60)
+    eventually(lambda: psjobs.missing("brief"), "the finished job to be deleted", timeout=30)
+
+
+def test_suspend_removes_pods_and_resume_recreates_them(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("queue", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.wait_phase("queue", "Running", timeout=60)
+    psjobs.patch_spec("queue", {"runPolicy": {"suspend": True}})
+    psjobs.wait_phase("queue", "Suspended", timeout=30)
+    psjobs.wait_no_pods("queue")
+    assert psjobs.status("queue")["restartCount"] == 0
+    psjobs.patch_spec("queue", {"runPolicy": {"suspend": False}})
+    status = psjobs.wait_phase("queue", "Running", timeout=60)
+    assert status["restartCount"] == 0
+    suspended = psjobs.condition("queue", "Suspended")
+    assert suspended is not None and suspended["status"] == "False"
+
+
+def test_kubectl_scale_restarts_with_the_new_world_size(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("elastic", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.wait_phase("elastic", "Running", timeout=60)
+    psjobs.cluster.kubectl("scale", "-n", psjobs.namespace, "psjob/elastic", "--replicas=3")
+    eventually(
+        lambda: (
+            len(psjobs.pods("elastic")) == 4
+            and all(
+                p["metadata"]["annotations"]["psjob.dev/attempt"] == "1"
+                for p in psjobs.pods("elastic")
+            )
+        ),
+        "4 pods of the next attempt",
+        timeout=60,
+    )
+    status = psjobs.wait_phase("elastic", "Running", timeout=60)
+    assert status["restartCount"] == 0
+    env = psjobs.pod_env(psjobs.pods("elastic")[0])
+    assert env["WORLD_SIZE"] == "4"
+
+
+def test_deleting_a_job_deletes_its_children_even_with_the_operator_down(
+    start_operator: object, psjobs: PSJobs
+) -> None:
+    operator = start_operator()  # type: ignore[operator]
+    psjobs.apply(job_manifest("gone", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.wait_phase("gone", "Running", timeout=60)
+    operator.process.stop()
+    psjobs.delete("gone")
+    psjobs.wait_no_pods("gone", timeout=60)
+    eventually(
+        lambda: not psjobs.core.list_namespaced_service(psjobs.namespace).items,
+        "the services to be garbage-collected",
+    )
+    assert psjobs.missing("gone")
