@@ -20,11 +20,12 @@ from kubernetes.client import ApiException
 from pydantic import ValidationError
 
 from psjob_operator import metrics
+from psjob_operator.conditions import is_true
 from psjob_operator.kube import CONFLICT, Kube, Manifest
-from psjob_operator.models import Phase, PSJob
+from psjob_operator.models import ConditionType, Phase, PSJob
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, decide, fail_now
-from psjob_operator.render import render_pod, render_services
+from psjob_operator.render import gang_scheduler, render_pod, render_pod_group, render_services
 
 log = logging.getLogger("psjob.operator")
 
@@ -67,6 +68,7 @@ class Reconciler:
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.created_at: dict[tuple[str, str], float] = {}
         self.phases: dict[Key, str] = {}
+        self.known_crds: set[str] = set()
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -138,6 +140,15 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
+    async def _crd_installed(self, name: str) -> bool:
+        """Whether a CRD exists; a positive answer is kept, a negative one asked again later."""
+        if name in self.known_crds:
+            return True
+        installed = await self._call(self.kube.crd_installed, name)
+        if installed:
+            self.known_crds.add(name)
+        return installed
+
     async def _refresh(self, key: Key) -> None:
         body = await self._call(self.kube.get_job, *key)
         if body is None:
@@ -156,7 +167,9 @@ class Reconciler:
             return
         now = datetime.now(UTC).replace(microsecond=0)
         pods = list(self.pods.get(key, ()))
-        decision = decide(job, pods, now)
+        gang = gang_scheduler(job)
+        installed = None if gang is None else await self._crd_installed(gang.crd)
+        decision = decide(job, pods, now, installed)
         await self._apply(key, body, job, decision, pods, now)
 
     # --- output ------------------------------------------------------------------------------
@@ -223,6 +236,9 @@ class Reconciler:
         try:
             for service in render_services(job):
                 await self._call(self.kube.create, service)
+            group = render_pod_group(job)
+            if group is not None and is_true(decision.status.conditions, ConditionType.POD_GROUP):
+                await self._call(self.kube.create_pod_group, group)
             results = await asyncio.gather(
                 *(self._call(self.kube.create, manifest) for manifest in manifests)
             )

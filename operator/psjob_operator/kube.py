@@ -18,6 +18,7 @@ from psjob_operator.plan import Event
 
 Manifest = dict[str, Any]
 
+FORBIDDEN = 403
 NOT_FOUND = 404
 CONFLICT = 409
 
@@ -41,6 +42,31 @@ class Kube:
             create(namespace, manifest, _preload_content=False)
         except ApiException as exc:
             if exc.status == CONFLICT:
+                return False
+            raise
+        return True
+
+    def create_pod_group(self, manifest: Manifest) -> None:
+        """Create the job's PodGroup (Volcano or scheduler-plugins); existing is fine."""
+        group, version = manifest["apiVersion"].split("/")
+        try:
+            self.custom.create_namespaced_custom_object(
+                group,
+                version,
+                manifest["metadata"]["namespace"],
+                "podgroups",
+                manifest,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != CONFLICT:
+                raise
+
+    def crd_installed(self, name: str) -> bool:
+        try:
+            self.extensions.read_custom_resource_definition(name, _preload_content=False)
+        except ApiException as exc:
+            if exc.status in (NOT_FOUND, FORBIDDEN):
                 return False
             raise
         return True

@@ -79,7 +79,14 @@ class Failure:
 class _Reconcile:
     """One decision in the making; each method handles one situation of the job's life."""
 
-    def __init__(self, job: PSJob, pods: Sequence[PodView], now: datetime) -> None:
+    def __init__(
+        self,
+        job: PSJob,
+        pods: Sequence[PodView],
+        now: datetime,
+        pod_group_crd: bool | None = None,
+    ) -> None:
+        self.pod_group_crd = pod_group_crd
         self.job = job
         self.spec = job.spec
         self.now = now
@@ -381,6 +388,26 @@ class _Reconcile:
         self.decision.create_pods = missing
         if missing and self.status.start_time is None:
             self.status.start_time = self.now
+        if missing and self.pod_group_crd is not None:
+            self.pod_group_condition(self.pod_group_crd)
+
+    def pod_group_condition(self, installed: bool) -> None:
+        """minAvailable needs a gang scheduler's PodGroup CRD: say plainly when it is missing."""
+        if installed:
+            self.condition(
+                ConditionType.POD_GROUP, True, "PodGroupCreated", "the pods start as one gang"
+            )
+            return
+        message = (
+            "spec.runPolicy.schedulingPolicy.minAvailable needs the PodGroup CRD of Volcano "
+            "(scheduling.volcano.sh) or scheduler-plugins (scheduling.x-k8s.io), which is not "
+            "installed: the pods are created without gang scheduling"
+        )
+        if is_true(self.status.conditions, ConditionType.POD_GROUP) or not any(
+            c.type == ConditionType.POD_GROUP.value for c in self.status.conditions
+        ):
+            self.event(EventType.WARNING, "PodGroupUnavailable", message)
+        self.condition(ConditionType.POD_GROUP, False, "PodGroupCRDMissing", message)
 
     def progress(self) -> None:
         """Pending -> Created (every pod exists) -> Running (every pod runs or is done)."""
@@ -430,8 +457,11 @@ class _Reconcile:
             self.condition(ConditionType.READY, False, reason, f"the job is {reason.lower()}")
 
 
-def decide(job: PSJob, pods: Sequence[PodView], now: datetime) -> Decision:
-    return _Reconcile(job, pods, now).run()
+def decide(
+    job: PSJob, pods: Sequence[PodView], now: datetime, pod_group_crd: bool | None = None
+) -> Decision:
+    """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked."""
+    return _Reconcile(job, pods, now, pod_group_crd).run()
 
 
 def fail_now(

@@ -6,11 +6,19 @@ No I/O here. The operator applies what this returns; `psjob render` prints it fo
 import copy
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from psjob_operator import contract
 from psjob_operator.models import PSJob, Role
-from psjob_operator.names import pod_fqdn, pod_labels, pod_name, role_labels, service_name
+from psjob_operator.names import (
+    job_labels,
+    pod_fqdn,
+    pod_labels,
+    pod_name,
+    role_labels,
+    service_name,
+)
 
 Manifest = dict[str, Any]
 
@@ -167,13 +175,67 @@ def render_pod(job: PSJob, role: Role, index: int, attempt: int = 0) -> Manifest
         spec["priorityClassName"] = scheduling.priority_class_name
 
     labels = {**template.metadata.labels, **pod_labels(job.metadata.name, role, index)}
-    metadata = _metadata(job, name, labels)
-    metadata["annotations"] = {
+    annotations = {
         **template.metadata.annotations,
         ATTEMPT_ANNOTATION: str(attempt),
         SPEC_HASH_ANNOTATION: spec_hash(job),
     }
+    gang = gang_scheduler(job)
+    if gang is not None and gang.group_label:
+        labels[gang.group_label] = job.metadata.name
+    if gang is not None and gang.group_annotation:
+        annotations[gang.group_annotation] = job.metadata.name
+    metadata = _metadata(job, name, labels)
+    metadata["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+@dataclass(frozen=True)
+class GangScheduler:
+    """Where the PodGroup of a gang-scheduled job lives, and how a pod names its group."""
+
+    api_version: str
+    crd: str
+    group_label: str | None
+    group_annotation: str | None
+
+
+VOLCANO = GangScheduler(
+    "scheduling.volcano.sh/v1beta1",
+    "podgroups.scheduling.volcano.sh",
+    None,
+    "scheduling.k8s.io/group-name",
+)
+SCHEDULER_PLUGINS = GangScheduler(
+    "scheduling.x-k8s.io/v1alpha1",
+    "podgroups.scheduling.x-k8s.io",
+    "scheduling.x-k8s.io/pod-group",
+    None,
+)
+
+
+def gang_scheduler(job: PSJob) -> GangScheduler | None:
+    """Volcano when the pods use it, scheduler-plugins' coscheduling otherwise; None: no gang."""
+    policy = job.spec.run_policy.scheduling_policy
+    if policy.min_available is None:
+        return None
+    return VOLCANO if policy.scheduler_name == "volcano" else SCHEDULER_PLUGINS
+
+
+def render_pod_group(job: PSJob) -> Manifest | None:
+    gang = gang_scheduler(job)
+    policy = job.spec.run_policy.scheduling_policy
+    if gang is None or policy.min_available is None:
+        return None
+    spec: Manifest = {"minMember": policy.min_available}
+    if policy.queue and gang is VOLCANO:
+        spec["queue"] = policy.queue
+    return {
+        "apiVersion": gang.api_version,
+        "kind": "PodGroup",
+        "metadata": _metadata(job, job.metadata.name, job_labels(job.metadata.name)),
+        "spec": spec,
+    }
 
 
 def render_services(job: PSJob) -> list[Manifest]:
@@ -190,4 +252,5 @@ def render_pods(job: PSJob, attempt: int = 0) -> list[Manifest]:
 
 def render_all(job: PSJob, attempt: int = 0) -> list[Manifest]:
     """Services first: their DNS names must exist before any pod looks them up."""
-    return [*render_services(job), *render_pods(job, attempt)]
+    group = render_pod_group(job)
+    return [*render_services(job), *([group] if group else []), *render_pods(job, attempt)]

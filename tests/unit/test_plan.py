@@ -293,3 +293,17 @@ def test_scaling_workers_restarts_with_the_new_world_size_without_counting_a_fai
 def test_backoff_grows_and_is_capped() -> None:
     assert [restart_backoff(n) for n in (1, 2, 3)] == [2, 4, 8]
     assert restart_backoff(30) == 300
+
+
+def test_gang_scheduling_without_its_crd_is_reported_and_pods_still_start() -> None:
+    job = make_job(runPolicy={"schedulingPolicy": {"minAvailable": 3}})
+    updated = decide(job, [], T0, pod_group_crd=False)
+    assert len(updated.create_pods) == 3
+    job = job.model_copy(update={"status": updated.status})
+    status, reason, message = condition(job, ConditionType.POD_GROUP)
+    assert (status, reason) == ("False", "PodGroupCRDMissing")
+    assert "scheduling.volcano.sh" in message
+    assert [e.reason for e in updated.events] == ["PodGroupUnavailable"]
+    installed = decide(make_job(runPolicy={"schedulingPolicy": {"minAvailable": 3}}), [], T0, True)
+    job = job.model_copy(update={"status": installed.status})
+    assert condition(job, ConditionType.POD_GROUP)[0] == "True"

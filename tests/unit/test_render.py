@@ -230,3 +230,28 @@ def test_psjob_render_of_the_gpu_example(capsys: pytest.CaptureFixture[str]) -> 
         assert env["PSJOB_ROLE"] == "worker"
         assert env["RANK"] == str(2 + int(env["PSJOB_REPLICA_INDEX"]))
         assert env["WORLD_SIZE"] == "6"
+
+
+def test_min_available_renders_a_volcano_pod_group_and_names_it_on_each_pod() -> None:
+    job = make_job(
+        runPolicy={
+            "schedulingPolicy": {"schedulerName": "volcano", "minAvailable": 3, "queue": "research"}
+        }
+    )
+    manifests = render_all(job)
+    (group,) = [m for m in manifests if m["kind"] == "PodGroup"]
+    assert group["apiVersion"] == "scheduling.volcano.sh/v1beta1"
+    assert group["spec"] == {"minMember": 3, "queue": "research"}
+    assert group["metadata"]["ownerReferences"][0]["uid"] == "1234-abcd"
+    pod = render_pod(job, Role.WORKER, 0)
+    assert pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "ctr"
+
+
+def test_min_available_without_volcano_uses_scheduler_plugins() -> None:
+    job = make_job(runPolicy={"schedulingPolicy": {"minAvailable": 2}})
+    (group,) = [m for m in render_all(job) if m["kind"] == "PodGroup"]
+    assert group["apiVersion"] == "scheduling.x-k8s.io/v1alpha1"
+    assert (
+        render_pod(job, Role.SERVER, 0)["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"]
+        == "ctr"
+    )

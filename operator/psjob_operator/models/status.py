@@ -28,6 +28,7 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
     READY = "Ready"
     STALLED = "Stalled"
+    POD_GROUP = "PodGroup"
 
 
 class Condition(ApiModel):

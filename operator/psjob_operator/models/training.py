@@ -3,16 +3,16 @@
 from enum import StrEnum
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
 
-
-_IMMUTABLE_OPTIMIZER = {
+_IMMUTABLE_OPTIMIZER: JsonDict = {
     "rule": "self == oldSelf",
     "message": "spec.training.optimizer.name cannot change on an existing job: its checkpoints "
     "hold the old optimizer's state; create a new job instead",
 }
-_IMMUTABLE_CHECKPOINT_DIR = {
+_IMMUTABLE_CHECKPOINT_DIR: JsonDict = {
     "rule": "self == oldSelf",
     "message": "spec.training.checkpoint.dir cannot change on an existing job: restarts resume "
     "from it; create a new job instead",
