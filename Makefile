@@ -40,3 +40,26 @@ test: lint ## The whole suite: lint, mypy, unit, runtime and real-control-plane 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models (psjob crd)
 	$(VENV)/bin/psjob crd > crds/psjob.dev_psjobs.yaml
+
+# --- the local Kubernetes control plane (tests/cluster, docs/cluster.md) ---
+SYSTEM_PACKAGES := libnss-wrapper openssl util-linux
+
+.PHONY: system-deps
+system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper, openssl, setpriv) when missing
+	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing $(SYSTEM_PACKAGES)"; \
+		$$sudo apt-get update -q && $$sudo apt-get install -y -q $(SYSTEM_PACKAGES); \
+	fi
+
+.PHONY: cluster-tools
+cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl and helm once per machine (cached)
+	$(PY) tests/cluster/build_tools.py
+
+.PHONY: dev-cluster
+dev-cluster: cluster-tools system-deps ## Run a local Kubernetes cluster (pods as local processes) until Ctrl-C
+	PYTHONPATH=tests/cluster $(PY) -m localcluster dev
+
+.PHONY: kind-cluster
+kind-cluster: ## With Docker and kind: a kind cluster at the pinned Kubernetes version
+	tests/cluster/kind-cluster.sh

@@ -1,0 +1,88 @@
+"""Where the pinned control-plane binaries live, and which versions they are.
+
+The binaries are built once per machine by ``make cluster-tools``
+(``tests/cluster/build_tools.py``) into a cache folder outside the checkout, so that every
+clone on the machine, CI's fresh clone included, reuses them. The folder name is derived from
+the versions below: changing a version selects a new folder and triggers one new build.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.37.2"
+"""The k8s.io/kubernetes release whose kube-apiserver, controllers, scheduler and kubectl we run."""
+
+ETCD_VERSION = "v3.7.0"
+"""go.etcd.io/etcd/server/v3 as required by KUBERNETES_VERSION's go.mod (the build checks this)."""
+
+HELM_VERSION = "v3.22.0"
+"""helm.sh/helm/v3 release."""
+
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+ALL_COMMANDS = (*KUBE_COMMANDS, "etcd", "helm")
+
+
+def cache_root() -> Path:
+    """``$PSJOB_CACHE_DIR``, else ``$XDG_CACHE_HOME/psjob``, else ``~/.cache/psjob``."""
+    explicit = os.environ.get("PSJOB_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "psjob"
+
+
+def tools_key() -> str:
+    """The cache folder name: every pinned version plus the platform."""
+    arch = platform.machine().lower().replace("x86_64", "amd64").replace("aarch64", "arm64")
+    return f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_helm-{HELM_VERSION}_linux-{arch}"
+
+
+class ToolsMissingError(RuntimeError):
+    """The pinned binaries have not been built on this machine yet."""
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Paths of the pinned binaries in one cache folder."""
+
+    bin_dir: Path
+
+    def path(self, command: str) -> Path:
+        """The absolute path of ``command`` (one of ALL_COMMANDS)."""
+        if command not in ALL_COMMANDS:
+            raise ValueError(f"unknown tool {command!r}; known: {', '.join(ALL_COMMANDS)}")
+        return self.bin_dir / command
+
+    @property
+    def kubectl(self) -> Path:
+        return self.path("kubectl")
+
+    @property
+    def helm(self) -> Path:
+        return self.path("helm")
+
+    def missing(self) -> list[str]:
+        """The commands that are not (yet) in the folder."""
+        return [c for c in ALL_COMMANDS if not os.access(self.bin_dir / c, os.X_OK)]
+
+
+def default_tools() -> Tools:
+    """The tools for the pinned versions in the cache folder (they may not exist yet)."""
+    return Tools(cache_root() / "cluster-tools" / tools_key() / "bin")
+
+
+def require_tools() -> Tools:
+    """The pinned tools, or a clear error that says how to build them."""
+    tools = default_tools()
+    missing = tools.missing()
+    if missing:
+        raise ToolsMissingError(
+            f"control-plane binaries missing in {tools.bin_dir}: {', '.join(missing)}. "
+            "Build them with `make cluster-tools` (10-20 minutes once per machine; "
+            "PSJOB_CACHE_DIR or XDG_CACHE_HOME choose the cache folder)."
+        )
+    return tools
