@@ -41,6 +41,41 @@ test: lint ## The whole suite: lint, mypy, unit, runtime and real-control-plane 
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models (psjob crd)
 	$(VENV)/bin/psjob crd > crds/psjob.dev_psjobs.yaml
 
+# --- Helm chart, images and GitOps (charts/, images/, examples/gitops/) ---
+OPERATOR_IMAGE ?= ghcr.io/psjob/operator
+RUNTIME_IMAGE ?= ghcr.io/psjob/runtime
+# Runtime images to build: cpu, and CUDA wheel tags of PyTorch's index (e.g. "cpu cu128").
+RUNTIME_VARIANTS ?= cpu
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
+PSJOB_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/psjob_operator/__init__.py)
+HELM = $(shell PYTHONPATH=tests/cluster $(PY) -c 'from localcluster.tools import default_tools; print(default_tools().helm)')
+
+.PHONY: operator-lock
+operator-lock: $(STAMP) ## Re-pin requirements/operator.lock (operator image, hashed) at dev.lock's versions
+	$(UV) pip compile -q --python-version 3.11 --universal --generate-hashes \
+		--constraint $(LOCK) operator/pyproject.toml -o requirements/operator.lock
+
+.PHONY: chart-lint
+chart-lint: $(STAMP) ## helm lint --strict the chart, then the chart, image and GitOps tests (tests/chart)
+	$(HELM) lint --strict charts/psjob-operator
+	$(PY) -m pytest -q tests/chart
+
+.PHONY: images
+images: ## Build the operator and runtime images with docker or podman (RUNTIME_VARIANTS="cpu cu128")
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make images needs docker or podman on PATH" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -f images/operator/Dockerfile -t $(OPERATOR_IMAGE):$(PSJOB_VERSION) .
+	@for variant in $(RUNTIME_VARIANTS); do \
+		suffix=$$([ $$variant = cpu ] || echo -cuda); \
+		echo "$(CONTAINER_ENGINE) build runtime ($$variant) -> $(RUNTIME_IMAGE):$(PSJOB_VERSION)$$suffix"; \
+		$(CONTAINER_ENGINE) build -f images/runtime/Dockerfile --build-arg TORCH_VARIANT=$$variant \
+			-t $(RUNTIME_IMAGE):$(PSJOB_VERSION)$$suffix . || exit 1; \
+	done
+
+.PHONY: kind-e2e
+kind-e2e: ## With Docker and kind (not in CI): build images, helm install, train examples/digits.yaml
+	OPERATOR_IMAGE=$(OPERATOR_IMAGE) RUNTIME_IMAGE=$(RUNTIME_IMAGE) VERSION=$(PSJOB_VERSION) \
+		hack/kind-e2e.sh
+
 # --- the local Kubernetes control plane (tests/cluster, docs/cluster.md) ---
 SYSTEM_PACKAGES := libnss-wrapper openssl util-linux
 

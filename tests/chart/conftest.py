@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster.tools import cache_root, default_tools
+from localcluster.tools import KUBERNETES_VERSION, cache_root, default_tools
 from psjob_operator.models import PSJob, Role
 from psjob_operator.observe import PodView
 from psjob_operator.plan import decide
@@ -74,7 +74,7 @@ def render(helm: HelmRun, tmp_path_factory: pytest.TempPathFactory) -> Render:
         values_file.write_text(yaml.safe_dump(values or {}))
         done = helm(
             "template", "psjob", str(CHART), "--namespace", RELEASE_NAMESPACE,
-            "--values", str(values_file),
+            "--kube-version", KUBERNETES_VERSION, "--values", str(values_file),
         )  # fmt: skip
         return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
