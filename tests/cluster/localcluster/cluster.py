@@ -1,0 +1,216 @@
+"""A whole local cluster: the control plane plus a node agent process.
+
+This is the API the pytest fixtures and ``python -m localcluster dev`` use::
+
+    with local_cluster(tmp_path) as cluster:
+        core = kubernetes.client.CoreV1Api(cluster.api_client())
+        cluster.kubectl("get", "nodes")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client
+
+from localcluster.agent.nodes import NodeSpec
+from localcluster.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    finish_start,
+    launch_control_plane,
+    tail,
+)
+from localcluster.kube import client_from_kubeconfig, close_client
+from localcluster.procs import ManagedProcess, start_process
+from localcluster.tools import Tools, require_tools
+
+DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec("node-1"))
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LocalCluster:
+    """A running control plane and node agent; ``stop()`` ends every process of both."""
+
+    plane: ControlPlane
+    agent: ManagedProcess
+    nodes: tuple[NodeSpec, ...]
+    _clients: list[client.ApiClient] = field(default_factory=list)
+
+    @property
+    def kubeconfig(self) -> Path:
+        """An admin (system:masters) kubeconfig."""
+        return self.plane.admin_kubeconfig
+
+    @property
+    def server(self) -> str:
+        return self.plane.server
+
+    @property
+    def log_dir(self) -> Path:
+        """One log per component: etcd, kube-apiserver, ..., node-agent."""
+        return self.plane.log_dir
+
+    @property
+    def tools(self) -> Tools:
+        return self.plane.tools
+
+    @property
+    def pod_dir(self) -> Path:
+        """Where the agent keeps each pod's hosts file, kubeconfig and container logs."""
+        return self.plane.root / "agent" / "pods"
+
+    def api_client(self) -> client.ApiClient:
+        """A new admin API client (closed when the cluster stops)."""
+        api = client_from_kubeconfig(self.kubeconfig)
+        self._clients.append(api)
+        return api
+
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60.0, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl as admin; a failure raises with its stderr when ``check``."""
+        done = subprocess.run(
+            [str(self.tools.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input_text,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}"
+            )
+        return done
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The tail of every component's log (etcd, API server, ..., node agent)."""
+        return self.plane.log_tails(lines)
+
+    def pod_log_tails(self, namespace: str, lines: int = 20) -> str:
+        """The tail of the latest log of every container of every pod run in ``namespace``."""
+        parts = []
+        for pod_dir in sorted(self.pod_dir.glob(f"{namespace}_*")):
+            pod = pod_dir.name.split("_")[1]
+            for container_dir in sorted(p for p in pod_dir.iterdir() if p.is_dir()):
+                logs = sorted(container_dir.glob("*.log"), key=lambda p: int(p.stem))
+                if logs:
+                    parts.append(
+                        f"===== pod {pod} container {container_dir.name} =====\n"
+                        f"{tail(logs[-1], lines)}"
+                    )
+        return "\n".join(parts)
+
+    def pids(self) -> list[int]:
+        """The pids of the control-plane processes and the agent."""
+        return [p.pid for p in self.plane.processes] + [self.agent.pid]
+
+    def stop(self) -> None:
+        """The agent first (it stops the pods), then the control plane."""
+        for api in self._clients:
+            close_client(api)
+        self.agent.stop(grace_seconds=10.0)
+        self.plane.stop()
+
+
+def _agent_argv(plane: ControlPlane, nodes: Sequence[NodeSpec], no_run: bool) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "localcluster",
+        "agent",
+        f"--kubeconfig={plane.admin_kubeconfig}",
+        f"--state-dir={plane.root / 'agent'}",
+        f"--ca-file={plane.pki.ca.cert}",
+        f"--serving-cert={plane.pki.kubelet_serving.cert}",
+        f"--serving-key={plane.pki.kubelet_serving.key}",
+    ]
+    for node in nodes:
+        capacity = ",".join(f"{k}={v}" for k, v in node.capacity.items())
+        argv.append(f"--node={node.name}:{capacity}")
+    return [*argv, "--no-run"] if no_run else argv
+
+
+def _wait_nodes_ready(cluster: LocalCluster, deadline: float) -> None:
+    core = client.CoreV1Api(cluster.api_client())
+    wanted = {n.name for n in cluster.nodes}
+    while True:
+        ready = {
+            node.metadata.name
+            for node in core.list_node().items
+            if node.metadata
+            and node.status
+            and any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        }
+        if wanted <= ready:
+            return
+        if not cluster.agent.alive():
+            raise ControlPlaneError(
+                f"the node agent exited ({cluster.agent.popen.returncode}):\n"
+                f"{tail(cluster.agent.log_path, 40)}"
+            )
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(
+                f"nodes {sorted(wanted - ready)} not Ready in time:\n{cluster.log_tails()}"
+            )
+        time.sleep(0.1)
+
+
+def start_cluster(
+    root: Path,
+    nodes: Sequence[NodeSpec] = DEFAULT_NODES,
+    *,
+    no_run: bool = False,
+    tools: Tools | None = None,
+    timeout: float = 90.0,
+) -> LocalCluster:
+    """Start the control plane and a node agent under ``root``; wait until the nodes are Ready.
+
+    ``no_run=True`` starts the agent in no-run mode (pods are marked Running, no process runs).
+    """
+    deadline = time.monotonic() + timeout
+    plane = launch_control_plane(root, tools or require_tools())
+    try:
+        # the agent imports the kubernetes client (seconds) while the API server starts
+        agent = start_process(
+            "node-agent",
+            _agent_argv(plane, nodes, no_run),
+            plane.log_dir / "node-agent.log",
+            env={**os.environ, "PYTHONPATH": str(_PACKAGE_PARENT)},
+        )
+    except BaseException:
+        plane.stop()
+        raise
+    try:
+        finish_start(plane, deadline)
+    except BaseException:
+        agent.stop()
+        raise
+    cluster = LocalCluster(plane, agent, tuple(nodes))
+    try:
+        _wait_nodes_ready(cluster, deadline)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def local_cluster(
+    root: Path, nodes: Sequence[NodeSpec] = DEFAULT_NODES, *, no_run: bool = False
+) -> Iterator[LocalCluster]:
+    """``start_cluster`` that stops everything on exit, on errors and on Ctrl-C too."""
+    cluster = start_cluster(root, nodes, no_run=no_run)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,94 @@
+"""Fixtures for tests on the real control plane (see docs/cluster.md).
+
+- ``cluster`` (session): a ``localcluster.LocalCluster``: etcd, kube-apiserver,
+  kube-controller-manager, kube-scheduler and a node agent with nodes node-0 and node-1.
+- ``api_client`` (session): an admin ``kubernetes.client.ApiClient`` for it.
+- ``namespace`` (function): a fresh namespace (its default ServiceAccount exists), deleted
+  after the test without waiting.
+
+A test that uses ``cluster`` gets the ``cluster`` marker, and when it fails its report
+shows the tail of every component's log and of its namespace's pod logs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Generator, Iterator
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from localcluster import LocalCluster, local_cluster
+from localcluster.waiting import wait_for
+
+_CLUSTER = pytest.StashKey[LocalCluster]()
+_NAMESPACE = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """The session's local cluster, stopped (every process) when the session ends."""
+    with local_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        request.config.stash[_CLUSTER] = running
+        yield running
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: LocalCluster) -> client.ApiClient:
+    """An admin API client for the session's cluster."""
+    return cluster.api_client()
+
+
+def _namespace_name(test_name: str) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:50].strip("-")
+    return f"{base or 'test'}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace named after the test, ready for pods; deleted afterwards."""
+    core = client.CoreV1Api(api_client)
+    name = _namespace_name(request.node.name)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    request.node.stash[_NAMESPACE] = name
+
+    def default_account_exists() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(default_account_exists, f"the default ServiceAccount of namespace {name}")
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    running = item.config.stash.get(_CLUSTER, None)
+    if report.failed and running is not None and "cluster" in getattr(item, "fixturenames", ()):
+        report.sections.append(("cluster component logs (tail)", running.log_tails()))
+        namespace = item.stash.get(_NAMESPACE, None)
+        if namespace is not None:
+            pods = running.pod_log_tails(namespace)
+            report.sections.append((f"pod logs in {namespace} (tail)", pods or "(none)"))
+    return report
