@@ -60,6 +60,7 @@ def test_default_install_renders_the_operator_and_nothing_optional(render: Rende
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "Lease",
         "Role",
         "RoleBinding",
         "Service",
@@ -97,6 +98,20 @@ def test_operator_container_runs_psjob_operator_with_leader_election(render: Ren
         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
     } in container["env"]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_the_leader_lease_belongs_to_the_release_and_is_the_one_the_operator_uses(
+    render: Render,
+) -> None:
+    manifests = render()
+    lease = only(manifests, "Lease")
+    assert lease["metadata"]["namespace"] == "psjob-system"
+    assert (
+        f"--leader-election-id={lease['metadata']['name']}" in operator_container(manifests)["args"]
+    )
+    (limited, _) = only([m for m in manifests if m["kind"] == "Role"], "Role")["rules"]
+    assert limited["resourceNames"] == [lease["metadata"]["name"]]
+    assert limited["verbs"] == ["get", "update"]
 
 
 def test_probes_hit_the_health_endpoint_on_the_served_port(render: Render) -> None:
