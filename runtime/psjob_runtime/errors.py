@@ -50,13 +50,16 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def _exit_hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    # The real stderr, not sys.stderr: torch.distributed wraps the hook and points sys.stderr at
+    # a buffer it would print only after this hook returns, which os._exit below never does.
+    stderr = sys.__stderr__ or sys.stderr
     if isinstance(error, PsjobError):
         # Our errors already say what happened and what to do; a traceback only hides that.
-        print(f"psjob: {error}", file=sys.stderr)
+        print(f"psjob: {error}", file=stderr)
     else:
-        traceback.print_exception(kind, error, tb)
+        traceback.print_exception(kind, error, tb, file=stderr)
     sys.stdout.flush()
-    sys.stderr.flush()
+    stderr.flush()
     # os._exit: gloo's background threads can keep a normal interpreter shutdown waiting on a
     # peer that is already gone, and that would turn a clear failure into a hang.
     os._exit(exit_code_for(error))

@@ -10,6 +10,7 @@
 """
 
 import datetime
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -68,6 +69,13 @@ def _chunks(tensor: torch.Tensor, chunk_bytes: int) -> list[torch.Tensor]:
     return [flat[start : start + per_chunk] for start in range(0, max(flat.numel(), 1), per_chunk)]
 
 
+def _gloo_reason(error: RuntimeError) -> str:
+    """Gloo's message without its source location and its generic advice."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = re.sub(r"^\[[^\]]*\.cc:\d+\]\s*", "", text)
+    return text.split(". This is typically")[0]
+
+
 @dataclass
 class Transfer:
     """One message to or from one peer, sent as consecutive chunks, one in flight at a time."""
@@ -103,7 +111,7 @@ class Transfer:
                 self._post_next()
 
     def _lost(self, error: RuntimeError) -> PeerLostError:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = _gloo_reason(error)
         if "Timed out" in reason:
             return PeerLostError(
                 f"{self.peer_name} did not answer within {self.timeout.total_seconds():.0f} s "

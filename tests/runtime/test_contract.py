@@ -1,0 +1,98 @@
+"""The contract reader: a wrong environment stops the process at once, naming the variable."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from psjob_runtime.contract import Role, read_context
+from psjob_runtime.errors import ContractError, ExitCode
+
+
+def valid_env() -> dict[str, str]:
+    return {
+        "PSJOB_NAME": "demo",
+        "PSJOB_NAMESPACE": "team-a",
+        "PSJOB_ROLE": "worker",
+        "PSJOB_REPLICA_INDEX": "1",
+        "PSJOB_NUM_SERVERS": "2",
+        "PSJOB_NUM_WORKERS": "3",
+        "PSJOB_SERVER_ADDRS": "demo-server-0.demo-server.team-a.svc:23456,"
+        "demo-server-1.demo-server.team-a.svc:23456",
+        "MASTER_ADDR": "demo-server-0.demo-server.team-a.svc",
+        "MASTER_PORT": "23456",
+        "WORLD_SIZE": "5",
+        "RANK": "3",
+        "PSJOB_TRAINING": json.dumps(
+            {
+                "mode": "ssp",
+                "staleness": 2,
+                "optimizer": {"name": "adam", "lr": 0.001, "weightDecay": 0.0001},
+                "checkpoint": None,
+                "timeoutSeconds": 120,
+                "config": {"epochs": 3},
+            }
+        ),
+        "PSJOB_RESTART_COUNT": "2",
+    }
+
+
+def test_reads_a_valid_environment() -> None:
+    ctx = read_context(valid_env())
+    assert ctx.role is Role.WORKER
+    assert (ctx.replica_index, ctx.rank, ctx.world_size) == (1, 3, 5)
+    assert str(ctx.server_addrs[1]) == "demo-server-1.demo-server.team-a.svc:23456"
+    assert ctx.training.staleness == 2
+    assert ctx.training.optimizer.weight_decay == 0.0001
+    assert ctx.training.config == {"epochs": 3}
+    assert ctx.restart_count == 2
+    assert ctx.describe_rank(0) == "server 0 (rank 0)"
+    assert ctx.describe_rank(4) == "worker 2 (rank 4)"
+
+
+@pytest.mark.parametrize("name", sorted(valid_env()))
+def test_a_missing_variable_is_named(name: str) -> None:
+    env = valid_env()
+    del env[name]
+    with pytest.raises(ContractError, match=f"^{name} is not set"):
+        read_context(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PSJOB_ROLE", "ps", "expected 'server' or 'worker'"),
+        ("PSJOB_NUM_WORKERS", "three", "is not an integer"),
+        ("PSJOB_REPLICA_INDEX", "3", "out of range: there are 3 workers"),
+        ("PSJOB_SERVER_ADDRS", "a:1", "lists 1 addresses but PSJOB_NUM_SERVERS=2"),
+        ("PSJOB_SERVER_ADDRS", "a:1,b:http", "expected host:port"),
+        ("WORLD_SIZE", "4", "expected them to agree"),
+        ("RANK", "1", "worker 1 must have rank 3"),
+        ("PSJOB_TRAINING", "{not json", "PSJOB_TRAINING is malformed"),
+        ("PSJOB_TRAINING", '{"mode": "ssp"}', "mode ssp needs staleness"),
+        ("PSJOB_TRAINING", '{"optimizer": {"lr": -1}}', "optimizer.lr"),
+        ("PSJOB_TRAINING", '{"mode": "sync", "stalenes": 1}', "stalenes"),
+    ],
+)
+def test_a_malformed_variable_is_named(name: str, value: str, message: str) -> None:
+    env = valid_env()
+    env[name] = value
+    with pytest.raises(ContractError, match=name) as raised:
+        read_context(env)
+    assert message in str(raised.value)
+
+
+def test_the_server_command_exits_78_naming_the_variable() -> None:
+    env = {**os.environ, **valid_env(), "PSJOB_ROLE": "server", "PSJOB_REPLICA_INDEX": "0"}
+    env["PSJOB_NUM_WORKERS"] = "three"
+    done = subprocess.run(
+        [sys.executable, "-m", "psjob_runtime", "server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == ExitCode.CONFIG_ERROR
+    assert "PSJOB_NUM_WORKERS='three' is not an integer" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,91 @@
+"""A dead peer ends the whole job quickly with a non-zero code, naming who died."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from psjob_runtime.errors import ExitCode
+from psjob_runtime.launch import plan_job
+from psjob_runtime.training import TrainingSettings
+
+from tests.runtime.jobs import RECORDER
+
+TIMEOUT_SECONDS = 60
+"""The job's peer timeout; detection must come well before it (a closed connection, not a wait)."""
+
+
+def wait_for(path: Path, text: str, limit: float = 180.0) -> None:
+    deadline = time.monotonic() + limit
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_killing_a_worker_stops_the_launched_job_and_names_it(tmp_path: Path) -> None:
+    log = tmp_path / "launch.log"
+    config = json.dumps({"out": str(tmp_path), "steps": 100000})
+    with log.open("w") as out:
+        launcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "psjob_runtime.launch",
+                "--workers",
+                "2",
+                "--timeout",
+                str(TIMEOUT_SECONDS),
+                "--config",
+                config,
+                "--",
+                sys.executable,
+                str(RECORDER),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(log, "[worker-1] step 3 done")
+        match = re.search(r"started worker-1 \(rank 2\) pid (\d+)", log.read_text())
+        assert match, log.read_text()
+        os.kill(int(match.group(1)), signal.SIGKILL)
+        killed_at = time.monotonic()
+        returncode = launcher.wait(timeout=TIMEOUT_SECONDS)
+    assert time.monotonic() - killed_at < TIMEOUT_SECONDS / 2
+    assert returncode == 128 + signal.SIGKILL
+    assert f"worker-1 (pid {match.group(1)}) was killed by SIGKILL" in log.read_text()
+
+
+@pytest.mark.slow
+def test_without_a_launcher_every_survivor_exits_retryable_naming_the_lost_peer(
+    tmp_path: Path,
+) -> None:
+    training = TrainingSettings.model_validate(
+        {"timeoutSeconds": TIMEOUT_SECONDS, "config": {"out": str(tmp_path), "steps": 100000}}
+    )
+    plans = plan_job(1, 2, training, [sys.executable, str(RECORDER)])
+    logs = {plan.name: tmp_path / f"{plan.name}.log" for plan in plans}
+    procs = {}
+    for plan in plans:
+        with logs[plan.name].open("w") as out:
+            procs[plan.name] = subprocess.Popen(
+                plan.argv, env=plan.env, stdout=out, stderr=subprocess.STDOUT
+            )
+    try:
+        wait_for(logs["worker-1"], "step 3 done")
+        procs["worker-1"].kill()
+        killed_at = time.monotonic()
+        codes = {name: procs[name].wait(TIMEOUT_SECONDS) for name in ("server-0", "worker-0")}
+        elapsed = time.monotonic() - killed_at
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    assert elapsed < TIMEOUT_SECONDS / 2, "detection waited for the timeout instead of the drop"
+    assert codes == {"server-0": ExitCode.RETRYABLE, "worker-0": ExitCode.RETRYABLE}
+    assert "lost worker 1 (rank 2)" in logs["server-0"].read_text()
+    assert "lost server 0 (rank 0)" in logs["worker-0"].read_text()
