@@ -172,6 +172,10 @@ def _start_controllers(plane: ControlPlane) -> tuple[int, int]:
                 f"--kubeconfig={manager_config}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
+                # EndpointSlices refuse loopback addresses, and pods have 127.B.x.y ones:
+                # the node agent serves the DNS records those controllers would feed
+                "--controllers=*,-endpoints-controller,-endpointslice-controller,"
+                "-endpointslice-mirroring-controller",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca.cert}",
                 f"--cluster-signing-cert-file={pki.ca.cert}",

@@ -75,7 +75,6 @@ class NodeAgent:
         self.config = agent_config
         self.api = client_from_kubeconfig(agent_config.kubeconfig)
         self.core = client.CoreV1Api(self.api)
-        self.discovery = client.DiscoveryV1Api(self.api)
         server = self.api.configuration.host
         self.context = AgentContext(
             core=self.core,
@@ -108,18 +107,12 @@ class NodeAgent:
         if not self.config.no_run:
             self._thread(
                 lambda: watch_forever(
-                    self.discovery.list_endpoint_slice_for_all_namespaces,
-                    self._on_slice,
-                    self.stopping,
+                    self.core.list_service_for_all_namespaces, self._on_service, self.stopping
                 ),
-                "watch-slices",
+                "watch-services",
             )
-        self._thread(
-            lambda: watch_forever(
-                self.core.list_pod_for_all_namespaces, self._on_pod, self.stopping
-            ),
-            "watch-pods",
-        )
+        pods = self.core.list_pod_for_all_namespaces
+        self._thread(lambda: watch_forever(pods, self._on_pod, self.stopping), "watch-pods")
         log.info(
             "node agent ready: nodes %s, pod addresses 127.%d.0.0/16, logs on port %d%s",
             ", ".join(sorted(self.node_names)),
@@ -161,12 +154,15 @@ class NodeAgent:
             except Exception:
                 log.exception("node heartbeat failed")
 
-    def _on_slice(self, event: str, raw: dict[str, Any]) -> None:
-        if self.context.records.set_slice(raw, deleted=event == "DELETED"):
-            with self.context.lock:
-                workers = list(self.context.workers.values())
-            for worker in workers:
-                worker.dns_changed()
+    def _on_service(self, event: str, raw: dict[str, Any]) -> None:
+        if self.context.records.set_service(raw, deleted=event == "DELETED"):
+            self._dns_changed()
+
+    def _dns_changed(self) -> None:
+        with self.context.lock:
+            workers = list(self.context.workers.values())
+        for worker in workers:
+            worker.dns_changed()
 
     def _on_pod(self, event: str, raw: dict[str, Any]) -> None:
         if (raw.get("spec") or {}).get("nodeName") not in self.node_names:
@@ -174,6 +170,8 @@ class NodeAgent:
         if self.config.no_run:
             self._on_pod_no_run(event, raw)
             return
+        if self.context.records.set_pod(raw, deleted=event == "DELETED"):
+            self._dns_changed()
         pod = client.V1Pod.from_dict(raw)
         assert pod is not None and pod.metadata is not None
         uid = pod.metadata.uid or ""

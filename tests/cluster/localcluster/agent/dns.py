@@ -6,13 +6,16 @@ machine's resolver for everything else; the machine's own configuration is never
 ``NSS_WRAPPER_HOSTNAME`` makes ``gethostname()`` return the pod's hostname, which the file maps
 to the pod's address, as in a real pod (gloo picks its listening address that way).
 
-The records come from EndpointSlices, as CoreDNS serves them: ``<svc>.<ns>.svc`` lists the
-ready endpoints (all of them with ``publishNotReadyAddresses``), and an endpoint with a
-hostname (a pod with ``hostname`` + ``subdomain`` matching a headless service) also gets
-``<hostname>.<svc>.<ns>.svc``. Every name also exists with ``.cluster.local`` appended, and the
-shorter forms a pod's DNS search path would complete are added for names in the pod's
-namespace. Each line is written twice, plain IPv4 and ``::ffff:`` IPv4-mapped, because torch's
-TCPStore resolves with AF_INET6 + AI_V4MAPPED and does not fall back.
+The records are what CoreDNS would serve from the EndpointSlices of each Service, computed here
+from Services and pods directly: the API server refuses loopback addresses in EndpointSlices, so
+with 127.B.x.y pod addresses there are none (the harness disables the endpoint controllers).
+``<svc>.<ns>.svc`` lists the selected pods that are ready (all live ones with
+``publishNotReadyAddresses``), and a selected pod with ``hostname`` + ``subdomain`` equal to the
+service's name also gets ``<hostname>.<svc>.<ns>.svc``. Every name also exists with
+``.cluster.local`` appended, and the shorter forms a pod's DNS search path would complete are
+added for names in the pod's namespace. Each line is written twice, plain IPv4 and ``::ffff:``
+IPv4-mapped, because torch's TCPStore resolves with AF_INET6 + AI_V4MAPPED and does not fall
+back.
 
 Without kube-proxy a ClusterIP service's name resolves to its endpoints' pod addresses too,
 so a client must use the target port, not the service port.
@@ -42,48 +45,98 @@ class Record:
     address: str
 
 
-def records_from_slice(endpoint_slice: dict[str, Any]) -> list[Record]:
-    """The DNS records an EndpointSlice (as a raw API dict) yields."""
-    meta = endpoint_slice.get("metadata") or {}
-    service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
-    if not service or endpoint_slice.get("addressType") != "IPv4":
-        return []
-    namespace = meta.get("namespace", "default")
-    records = []
-    for endpoint in endpoint_slice.get("endpoints") or []:
-        if (endpoint.get("conditions") or {}).get("ready") is False:
-            continue
-        hostname = endpoint.get("hostname")
-        for address in endpoint.get("addresses") or []:
-            records.append(Record(namespace, (service,), address))
-            if hostname:
-                records.append(Record(namespace, (hostname, service), address))
-    return records
+@dataclass(frozen=True)
+class _Service:
+    selector: tuple[tuple[str, str], ...]
+    publish_not_ready: bool
+
+
+@dataclass(frozen=True)
+class _Pod:
+    labels: tuple[tuple[str, str], ...]
+    address: str
+    ready: bool
+    hostname: str | None
+    subdomain: str | None
+
+
+def _service_of(raw: dict[str, Any]) -> _Service | None:
+    spec = raw.get("spec") or {}
+    selector = spec.get("selector")
+    if not selector or spec.get("type") == "ExternalName":
+        return None  # no selector: its endpoints are managed by hand, not by pods
+    return _Service(tuple(sorted(selector.items())), bool(spec.get("publishNotReadyAddresses")))
+
+
+def _pod_of(raw: dict[str, Any]) -> _Pod | None:
+    meta, spec, status = raw.get("metadata") or {}, raw.get("spec") or {}, raw.get("status") or {}
+    address = status.get("podIP")
+    if (
+        not address
+        or meta.get("deletionTimestamp")
+        or status.get("phase") in ("Succeeded", "Failed")
+    ):
+        return None  # as the endpoint controller: no address, terminating or finished
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return _Pod(
+        tuple(sorted((meta.get("labels") or {}).items())),
+        address,
+        ready,
+        spec.get("hostname"),
+        spec.get("subdomain"),
+    )
 
 
 class ClusterRecords:
-    """The records of every EndpointSlice, keyed by slice, safe to update from a watch."""
+    """Services and pods seen by the watches, and the DNS records they make."""
 
     def __init__(self) -> None:
-        self._by_slice: dict[tuple[str, str], list[Record]] = {}
+        self._services: dict[tuple[str, str], _Service] = {}
+        self._pods: dict[tuple[str, str], _Pod] = {}
+        self._records: list[Record] = []
         self._lock = threading.Lock()
 
-    def set_slice(self, endpoint_slice: dict[str, Any], deleted: bool = False) -> bool:
-        """Store (or drop) one slice's records; True when the records changed."""
-        meta = endpoint_slice.get("metadata") or {}
+    def set_service(self, raw: dict[str, Any], deleted: bool = False) -> bool:
+        """Store (or drop) a Service; True when the records changed."""
+        return self._store(self._services, raw, None if deleted else _service_of(raw))
+
+    def set_pod(self, raw: dict[str, Any], deleted: bool = False) -> bool:
+        """Store (or drop) a pod; True when the records changed."""
+        return self._store(self._pods, raw, None if deleted else _pod_of(raw))
+
+    def _store(self, table: dict[tuple[str, str], Any], raw: dict[str, Any], value: Any) -> bool:
+        meta = raw.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
-        new = [] if deleted else records_from_slice(endpoint_slice)
         with self._lock:
-            old = self._by_slice.get(key, [])
-            if new:
-                self._by_slice[key] = new
+            if value is None:
+                table.pop(key, None)
             else:
-                self._by_slice.pop(key, None)
-            return old != new
+                table[key] = value
+            records = self._compute()
+            changed = records != self._records
+            self._records = records
+            return changed
+
+    def _compute(self) -> list[Record]:
+        records = []
+        for (namespace, service), spec in sorted(self._services.items()):
+            wanted = set(spec.selector)
+            for (pod_namespace, _), pod in sorted(self._pods.items()):
+                if pod_namespace != namespace or not wanted <= set(pod.labels):
+                    continue
+                if not (pod.ready or spec.publish_not_ready):
+                    continue
+                records.append(Record(namespace, (service,), pod.address))
+                if pod.hostname and pod.subdomain == service:
+                    records.append(Record(namespace, (pod.hostname, service), pod.address))
+        return records
 
     def all(self) -> list[Record]:
         with self._lock:
-            return [r for records in self._by_slice.values() for r in records]
+            return list(self._records)
 
 
 @dataclass(frozen=True)
