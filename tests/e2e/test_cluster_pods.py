@@ -190,3 +190,58 @@ def test_kubectl_logs_follow_streams_a_running_pod(
     rest, _ = follow.communicate(timeout=30)
     assert rest.splitlines() == [f"tick {i}" for i in range(1, 10)]
     assert follow.returncode == 0
+
+
+def test_init_containers_run_to_completion_before_the_main_container(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    manifest = python_pod("staged", "print(open('stage').read())")
+    manifest["spec"]["initContainers"] = [
+        {
+            "name": f"init-{i}",
+            "image": "python:3.11-slim",
+            "command": ["python", "-c", f"open('stage', 'a').write('init-{i} ')"],
+        }
+        for i in range(2)
+    ]
+    create(api_client, namespace, manifest)
+    core = client.CoreV1Api(api_client)
+    pod = wait_for_pod_phase(core, namespace, "staged", {"Succeeded", "Failed"})
+    assert pod["status"]["phase"] == "Succeeded"
+    assert core.read_namespaced_pod_log("staged", namespace).strip() == "init-0 init-1"
+    inits = pod["status"]["initContainerStatuses"]
+    assert [s["state"]["terminated"]["exitCode"] for s in inits] == [0, 0]
+
+
+def test_failing_init_container_fails_the_pod_without_running_main(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    manifest = python_pod("blocked", "print('main ran')")
+    manifest["spec"]["initContainers"] = [
+        {"name": "check", "image": "python:3.11-slim", "command": ["python", "-c", "exit(4)"]}
+    ]
+    create(api_client, namespace, manifest)
+    core = client.CoreV1Api(api_client)
+    pod = wait_for_pod_phase(core, namespace, "blocked", {"Succeeded", "Failed"})
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 4
+    assert "terminated" not in pod["status"]["containerStatuses"][0]["state"]
+
+
+def test_on_failure_pod_restarts_after_the_kubelet_back_off(
+    cluster: LocalCluster, api_client: client.ApiClient, namespace: str
+) -> None:
+    code = (
+        "import os, sys\nfirst = not os.path.exists('ran')\nopen('ran', 'w').close()\n"
+        "print('first run' if first else 'second run')\nsys.exit(1 if first else 0)"
+    )
+    create(api_client, namespace, python_pod("flaky", code, restart_policy="OnFailure"))
+    core = client.CoreV1Api(api_client)
+    pod = wait_for_pod_phase(core, namespace, "flaky", {"Succeeded", "Failed"}, timeout=60)
+    assert pod["status"]["phase"] == "Succeeded"
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    assert cluster.kubectl("logs", "-n", namespace, "flaky").stdout.strip() == "second run"
+    previous = cluster.kubectl("logs", "-n", namespace, "flaky", "--previous").stdout
+    assert previous.strip() == "first run"

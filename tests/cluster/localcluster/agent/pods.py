@@ -133,9 +133,14 @@ class PodWorker(threading.Thread):
         self.uid: str = pod.metadata.uid or ""
         self.dir = context.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.containers = [
+        self.init = [
+            _Container(c, ContainerRecord(c.name, c.image or ""))
+            for c in pod.spec.init_containers or []
+        ]
+        self.main = [
             _Container(c, ContainerRecord(c.name, c.image or "")) for c in pod.spec.containers
         ]
+        self.main_started = False
         self.pod_ip: str | None = None
         self.start_time: str | None = None
         self.phase = "Pending"
@@ -143,6 +148,11 @@ class PodWorker(threading.Thread):
         self.hosts_file = self.dir / "hosts"
         self.finished = threading.Event()
         """Set when the pod object is gone and every process has been stopped."""
+
+    @property
+    def containers(self) -> list[_Container]:
+        """Init containers, then the main ones."""
+        return self.init + self.main
 
     # ----- inputs (any thread) -----
     def update(self, pod: client.V1Pod) -> None:
@@ -301,8 +311,23 @@ class PodWorker(threading.Thread):
         self.config_error = None
         for item, env in prepared:
             item.env = env
-            self._launch(item)
-        self.phase = "Running"
+        self._advance()
+
+    def _advance(self) -> None:
+        """Run the init containers one after the other, each to success, then the main ones."""
+        for item in self.init:
+            if item.record.exit_code == 0:
+                continue
+            if item.process is None and item.restart_at is None:
+                self._launch(item)
+            self._report()
+            return
+        if not self.main_started:
+            self.main_started = True
+            for item in self.main:
+                self._launch(item)
+            if any(c.process is not None for c in self.main):
+                self.phase = "Running"
         self._report()
 
     def _launch(self, item: _Container) -> None:
@@ -354,7 +379,13 @@ class PodWorker(threading.Thread):
             code, item.started_at, now(), item.record.container_id, message
         )
         policy = (self.pod.spec.restart_policy if self.pod.spec else None) or "Always"
-        if policy == "Always" or (policy == "OnFailure" and code != 0):
+        is_init = item in self.init
+        if is_init and code == 0:
+            self._advance()
+            return
+        if is_init and policy == "Never":
+            self.phase = "Failed"  # an init container failed: the main ones never run
+        elif policy == "Always" or (policy != "Never" and code != 0):
             delay = min(BACKOFF_START_SECONDS * 2**item.record.restart_count, BACKOFF_MAX_SECONDS)
             item.record.last_state = item.record.state
             item.record.state = waiting_state(
@@ -362,8 +393,8 @@ class PodWorker(threading.Thread):
             )
             item.record.restart_count += 1
             item.restart_at = time.monotonic() + delay
-        elif all(c.record.exit_code is not None for c in self.containers):
-            failed = any(c.record.exit_code != 0 for c in self.containers)
+        elif all(c.record.exit_code is not None for c in self.main):
+            failed = any(c.record.exit_code != 0 for c in self.main)
             self.phase = "Failed" if failed else "Succeeded"
         self._report()
 
@@ -428,7 +459,8 @@ class PodWorker(threading.Thread):
     ) -> None:
         patch = pod_status_patch(
             self.phase,
-            [c.record for c in self.containers],
+            [c.record for c in self.main],
+            init_containers=[c.record for c in self.init],
             pod_ip=self.pod_ip,
             start_time=self.start_time,
             message=message,
