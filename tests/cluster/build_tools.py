@@ -70,7 +70,7 @@ def go(
     *args: str, cwd: Path = MODULE_DIR, capture: bool = False, env: dict[str, str] | None = None
 ) -> str:
     """Run the machine's Go; a missing Go is a clear error, not a traceback."""
-    exe = shutil.which("go")
+    exe = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if exe is None:
         raise BuildError("`go` not found on PATH: install Go >= 1.26 (https://go.dev/dl) first")
     env = {**os.environ, "GOFLAGS": "-buildvcs=false", "CGO_ENABLED": "0", **(env or {})}

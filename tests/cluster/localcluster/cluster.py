@@ -110,10 +110,6 @@ class LocalCluster:
                     )
         return "\n".join(parts)
 
-    def pids(self) -> list[int]:
-        """The pids of the control-plane processes and the agent."""
-        return [p.pid for p in self.plane.processes] + [self.agent.pid]
-
     def stop(self) -> None:
         """The agent first (it stops the pods), then the control plane."""
         for api in self._clients:
