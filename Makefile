@@ -77,10 +77,10 @@ kind-e2e: ## With Docker and kind (not in CI): build images, helm install, train
 		hack/kind-e2e.sh
 
 # --- the local Kubernetes control plane (tests/cluster, docs/cluster.md) ---
-SYSTEM_PACKAGES := libnss-wrapper openssl util-linux
+SYSTEM_PACKAGES := libnss-wrapper openssl util-linux gcc libc6-dev
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper, openssl, setpriv) when missing
+system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper, openssl, setpriv, cc) when missing
 	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		echo "installing $(SYSTEM_PACKAGES)"; \

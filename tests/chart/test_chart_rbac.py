@@ -56,6 +56,8 @@ REASONS: dict[Grant, str] = {
     (CLUSTER, "apiextensions.k8s.io", "customresourcedefinitions", "watch"): (
         "kopf notices CRDs installed after it started"
     ),
+    (CLUSTER, "", "namespaces", "list"): "kopf lists namespaces at start, even for exact names",
+    (CLUSTER, "", "namespaces", "watch"): "kopf follows namespaces created or deleted later",
     (LEASE, "coordination.k8s.io", "leases", "get"): "read who leads",
     (LEASE, "coordination.k8s.io", "leases", "create"): "the first replica creates the Lease",
     (LEASE, "coordination.k8s.io", "leases", "update"): "renew or take over the Lease",
@@ -89,7 +91,7 @@ def classify(manifests: list[dict[str, Any]]) -> dict[str, set[Grant]]:
     """Grants by the Role or ClusterRole that carries them."""
     found: dict[str, set[Grant]] = {}
     for (_, name), rules in rules_of(manifests, "ClusterRole").items():
-        where = CLUSTER if name.endswith("-crd-reader") else JOBS
+        where = CLUSTER if name.endswith("-discovery") else JOBS
         found[f"ClusterRole/{name}"] = grants(rules, where)
     for (namespace, name), rules in rules_of(manifests, "Role").items():
         where = LEASE if name.endswith("-leader-election") else JOBS
