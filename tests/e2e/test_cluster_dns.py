@@ -81,3 +81,61 @@ def test_pods_behind_a_headless_service_reach_each_other_by_dns_name(
     for line in lines[:-1]:
         _, ipv4, mapped = line.split()
         assert (ipv4, mapped) == (server_ip, f"::ffff:{server_ip}")
+
+
+WILDCARD_SERVER = textwrap.dedent("""
+    import socket
+    listener = socket.create_server(("", 7078))  # the wildcard, as torch's TCPStore binds
+    print("bound", listener.getsockname()[0], flush=True)
+    connection, _ = listener.accept()
+    connection.sendall(socket.gethostname().encode())
+""")
+
+WILDCARD_CLIENT = textwrap.dedent("""
+    import os, socket, time
+    deadline = time.monotonic() + 30
+    for name in ("one.port", "two.port"):
+        while True:
+            try:
+                conn = socket.create_connection((name, 7078), timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        print(conn.recv(100).decode(), flush=True)
+""")
+
+
+def test_two_pods_listen_on_the_same_port_as_on_a_real_node(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "port"},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {"app": "port"},
+            "ports": [{"port": 7078}],
+        },
+    }
+    create(api_client, namespace, service)
+    for name in ("one", "two"):
+        pod = python_pod(
+            name, WILDCARD_SERVER, labels={"app": "port"}, hostname=name, subdomain="port"
+        )
+        create(api_client, namespace, pod)
+    create(api_client, namespace, python_pod("client", WILDCARD_CLIENT))
+    client_pod = wait_for_pod_phase(core, namespace, "client", {"Succeeded", "Failed"})
+    assert client_pod["status"]["phase"] == "Succeeded", core.read_namespaced_pod_log(
+        "client", namespace
+    )
+    assert core.read_namespaced_pod_log("client", namespace).split() == ["one", "two"]
+    for name in ("one", "two"):
+        server = wait_for_pod_phase(core, namespace, name, {"Succeeded", "Failed"})
+        assert server["status"]["phase"] == "Succeeded"
+        bound = core.read_namespaced_pod_log(name, namespace).strip()
+        assert bound == f"bound {server['status']['podIP']}"

@@ -24,6 +24,7 @@ from localcluster.agent.dns import NSS_WRAPPER_LIBRARY, ClusterRecords
 from localcluster.agent.ipam import LoopbackPool
 from localcluster.agent.logserver import LogServer
 from localcluster.agent.nodes import RENEW_SECONDS, NodeRegistrar, NodeSpec, now
+from localcluster.agent.podnet import build_bind_shim
 from localcluster.agent.pods import SHUTDOWN_GRACE_SECONDS, AgentContext, PodWorker
 from localcluster.agent.status import (
     STRATEGIC_MERGE_PATCH,
@@ -85,6 +86,7 @@ class NodeAgent:
             ca_file=agent_config.ca_file,
             api_port=int(server.rsplit(":", 1)[1]),
             allocatable={n.name: n.capacity for n in agent_config.nodes},
+            bind_shim=agent_config.state_dir / "libpodbind.so",
         )
         self.node_names = {n.name for n in agent_config.nodes}
         self.stopping = threading.Event()
@@ -100,6 +102,7 @@ class NodeAgent:
     def start(self) -> None:
         if not self.config.no_run:
             require_nss_wrapper()
+            build_bind_shim(self.config.state_dir)
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_server.start()
         self._register(timeout=REGISTER_TIMEOUT_SECONDS)

@@ -188,9 +188,9 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def dns_environment(pod: PodIdentity, hosts_file: Path) -> dict[str, str]:
-    """The variables that route a process's name lookups through its hosts file."""
+    """The variables that route a process's name lookups through its hosts file (with
+    ``NSS_WRAPPER_LIBRARY`` preloaded)."""
     return {
-        "LD_PRELOAD": NSS_WRAPPER_LIBRARY,
         "NSS_WRAPPER_HOSTS": str(hosts_file),
         "NSS_WRAPPER_HOSTNAME": pod.hostname,
     }

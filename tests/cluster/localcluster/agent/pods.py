@@ -38,6 +38,7 @@ from localcluster.agent.dns import (
 from localcluster.agent.envbuild import ContainerConfigError, PodFacts, build_env, expand
 from localcluster.agent.ipam import LoopbackPool
 from localcluster.agent.nodes import now
+from localcluster.agent.podnet import network_environment
 from localcluster.agent.status import (
     STRATEGIC_MERGE_PATCH,
     ContainerRecord,
@@ -71,6 +72,8 @@ class AgentContext:
     api_port: int
     allocatable: dict[str, dict[str, str]]
     """Per node name: its allocatable resources (for resourceFieldRef without limits)."""
+    bind_shim: Path
+    """The compiled podbind.c (see podnet.py)."""
     workers: dict[str, PodWorker] = field(default_factory=dict)
     """Per pod uid."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -280,6 +283,7 @@ class PodWorker(threading.Thread):
             base=base,
         )
         env.update(dns_environment(identity, self.hosts_file))
+        env.update(network_environment(identity.address, self.context.bind_shim))
         return env
 
     def _start_containers(self) -> None:
