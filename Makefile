@@ -98,3 +98,16 @@ dev-cluster: cluster-tools system-deps ## Run a local Kubernetes cluster (pods a
 .PHONY: kind-cluster
 kind-cluster: ## With Docker and kind: a kind cluster at the pinned Kubernetes version
 	tests/cluster/kind-cluster.sh
+
+# --- the PS runtime (runtime/, docs/runtime.md) ---
+DEMO_TRAINING := --mode sync --optimizer sgd --lr 0.05 --momentum 0.9
+
+.PHONY: demo
+demo: venv ## Train the digits example: 2 servers + 2 workers as local processes (sync), >= 95% accuracy
+	$(PY) -m psjob_runtime.launch --servers 2 --workers 2 $(DEMO_TRAINING) \
+		--config '{"minAccuracy": 0.95}' -- $(PY) -m psjob_runtime.examples.digits
+
+.PHONY: bench-runtime
+bench-runtime: venv ## Runtime benchmarks: push+pull vs raw gloo, mnist_cnn samples/s vs DDP (bench/README.md)
+	$(PY) bench/runtime/push_pull.py
+	$(PY) bench/runtime/throughput.py

@@ -81,12 +81,14 @@ class SyncGate(Gate):
 
     def _close_round(self) -> None:
         grads = [self.pending[w] for w in sorted(self.pending)]
-        self.sum.copy_(grads[0])
-        for grad in grads[1:]:
-            self.sum.add_(grad)
-        if len(grads) > 1:
-            self.sum.div_(len(grads))
-        self._apply(self.sum)
+        if len(grads) == 1:
+            average = grads[0]  # one worker left: its gradient is the average, skip a copy
+        else:
+            average = torch.add(grads[0], grads[1], out=self.sum)
+            for grad in grads[2:]:
+                average.add_(grad)
+            average.div_(len(grads))
+        self._apply(average)
         self.pending.clear()
         self.round += 1
         self.cond.notify_all()

@@ -136,6 +136,9 @@ class ParameterServer:
 def serve(ctx: JobContext) -> None:
     """The server role's whole life: join, serve until every worker is done, summarise."""
     torch.set_num_threads(1)
+    # One thread per worker hands the GIL around at every message; the default 5 ms switch
+    # interval would add that much latency whenever two of them want it at once.
+    sys.setswitchinterval(0.0005)
     started = time.monotonic()
     join_group(ctx)
     gate = ParameterServer(ctx, Transport(ctx)).run()

@@ -27,6 +27,7 @@ from psjob_runtime.contract import JobContext, Role, describe_validation_error, 
 from psjob_runtime.errors import ContractError, install_exit_hook
 from psjob_runtime.progress import ProgressReporter
 from psjob_runtime.sharding import balanced_slices
+from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transfer, Transport, join_group, wait_all
 from psjob_runtime.wire import (
     TAG_HEADER,
@@ -93,26 +94,35 @@ class FlatParameters:
 
 
 class ParameterServerOptimizer:
-    """Stands in for a torch optimizer: `step()` pushes gradients and pulls parameters."""
+    """Stands in for a torch optimizer: `step()` pushes gradients and pulls parameters.
+
+    In sync and ssp modes `step()` returns with the new parameters in place. In async mode it
+    overlaps the exchange with the next step's compute: `step()` completes the previous exchange,
+    installs the parameters it brought, hands this step's gradient to the transport and returns
+    at once. A gradient is still applied once, on arrival; a worker just computes on parameters
+    one exchange older. `synchronize()` (called by `session.finish()`) completes the exchange in
+    flight.
+    """
 
     def __init__(self, session: "WorkerSession", params: Sequence[torch.nn.Parameter]):
         self.session = session
         self.flat = FlatParameters(params)
         self.slices = balanced_slices(self.flat.numel, session.ctx.num_servers)
-        on_gpu = self.flat.device.type == "cuda"
-        # Gloo moves host memory: a GPU worker stages both directions through pinned buffers.
-        self._host_values = (
-            torch.empty(self.flat.numel, pin_memory=True) if on_gpu else self.flat.values
-        )
-        self._host_grads = (
-            torch.empty(self.flat.numel, pin_memory=True) if on_gpu else self.flat.grads
-        )
+        self.overlap = session.ctx.training.mode is Mode.ASYNC
+        staged = self.flat.device.type == "cuda" or self.overlap
+        # Gloo moves host memory: a GPU worker stages both directions through pinned buffers,
+        # and an overlapping worker needs buffers that the next forward/backward do not touch.
+        pin = self.flat.device.type == "cuda"
+        self._inbox = torch.empty(self.flat.numel, pin_memory=pin) if staged else self.flat.values
+        self._outbox = torch.empty(self.flat.numel, pin_memory=pin) if staged else self.flat.grads
         self._headers = [new_header_buffer() for _ in self.slices]
+        self._in_flight: list[Transfer] = []
         self.steps = 0
         if session.ctx.replica_index == 0:
-            self._host_values.copy_(self.flat.values)
-            self._send_all(Op.INIT, self._host_values)
-        self._request(Op.PULL, payload=None)
+            self._outbox.copy_(self.flat.values)
+            self._send_all(Op.INIT, self._outbox)
+        self._start(Op.PULL, payload=None)
+        self.synchronize()
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero the flat gradient buffer (`set_to_none` is accepted and ignored on purpose)."""
@@ -121,10 +131,22 @@ class ParameterServerOptimizer:
 
     def step(self) -> None:
         self.flat.bind_grads()
-        if self._host_grads is not self.flat.grads:
-            self._host_grads.copy_(self.flat.grads)
-        self._request(Op.PUSH_PULL, payload=self._host_grads)
+        self.synchronize()
+        if self._outbox is not self.flat.grads:
+            self._outbox.copy_(self.flat.grads)
+        self._start(Op.PUSH_PULL, payload=self._outbox)
         self.steps += 1
+        if not self.overlap:
+            self.synchronize()
+
+    def synchronize(self) -> None:
+        """Complete the exchange in flight, if any, and install the parameters it brought."""
+        if not self._in_flight:
+            return
+        pending, self._in_flight = self._in_flight, []
+        wait_all(pending)
+        if self._inbox is not self.flat.values:
+            self.flat.values.copy_(self._inbox)
 
     def _headers_out(self, op: Op) -> list[Transfer]:
         transport = self.session.transport
@@ -150,27 +172,25 @@ class ParameterServerOptimizer:
         wait_all(self._headers_out(op))
         wait_all(self._payloads_out(payload, op.name.lower()))
 
-    def _request(self, op: Op, payload: torch.Tensor | None) -> None:
-        """One request to every server at once, then every slice of the reply."""
+    def _start(self, op: Op, payload: torch.Tensor | None) -> None:
+        """Send one request to every server at once and post the receipt of every reply slice."""
         transport = self.session.transport
         wait_all(self._headers_out(op))
         sends = [] if payload is None else self._payloads_out(payload, f"gradient of {self.steps}")
         replies = [
             transport.recv(
-                self._host_values[part.start : part.stop],
+                self._inbox[part.start : part.stop],
                 part.server,
                 TAG_REPLY,
                 f"parameters after step {self.steps}",
             )
             for part in self.slices
         ]
-        wait_all(sends)
-        wait_all(replies)
-        if self._host_values is not self.flat.values:
-            self.flat.values.copy_(self._host_values)
+        self._in_flight = sends + replies
 
     def close(self) -> list[ServerStats]:
         """Say DONE to every server and collect each one's statistics."""
+        self.synchronize()
         wait_all(self._headers_out(Op.DONE))
         buffers = [new_header_buffer() for _ in self.slices]
         wait_all(

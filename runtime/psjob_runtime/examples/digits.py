@@ -3,7 +3,8 @@
     python -m psjob_runtime.launch --servers 2 --workers 2 --lr 0.05 --momentum 0.9 -- \\
         python -m psjob_runtime.examples.digits
 
-spec.training.config (all optional): epochs, batchSize, hidden, seed.
+spec.training.config (all optional): epochs, batchSize, hidden, seed, and minAccuracy: below
+it the worker fails (exit 1) instead of only printing the accuracy.
 """
 
 import torch
@@ -20,10 +21,15 @@ TEST_FRACTION = 0.2
 class DigitsConfig(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1)
     hidden: int = Field(64, ge=1)
     seed: int = 0
+    min_accuracy: float = Field(0.0, ge=0, le=1)
+
+
+class AccuracyTooLowError(Exception):
+    """The run finished but missed the accuracy the caller asked for."""
 
 
 def load_split(seed: int) -> tuple[TensorDataset, TensorDataset]:
@@ -76,12 +82,17 @@ def main() -> None:
             optimizer.step()
             step += 1
             session.report(step=step, loss=loss.item(), samples=len(x))
+    session.finish()  # completes an async exchange still in flight, so the model is final
+    reached = accuracy(model, test, session.device)
     print(
-        f"worker {session.worker_index}: {step} steps; test accuracy "
-        f"{accuracy(model, test, session.device):.2%} on {len(test)} held-out digits",
+        f"worker {session.worker_index}: {step} steps; test accuracy {reached:.2%} "
+        f"on {len(test)} held-out digits",
         flush=True,
     )
-    session.finish()
+    if reached < config.min_accuracy:
+        raise AccuracyTooLowError(
+            f"test accuracy {reached:.2%} is below minAccuracy {config.min_accuracy:.2%}"
+        )
 
 
 if __name__ == "__main__":
