@@ -357,6 +357,14 @@ class PodWorker(threading.Thread):
         except OSError as error:
             item.record.state = waiting_state("RunContainerError", f"{argv[0]}: {error}")
             return
+        log.info(
+            "%s/%s: container %s started, pid %d, address %s",
+            self.namespace,
+            self.name,
+            spec.name,
+            process.pid,
+            self.pod_ip,
+        )
         item.process, item.started_at = process, now()
         item.logs.append(log_path)
         item.record.container_id = f"local-process://{process.pid}"
@@ -376,6 +384,9 @@ class PodWorker(threading.Thread):
         process.signal_group(signal.SIGKILL)  # children the container left behind
         item.process = None
         code = exit_code_of(returncode)
+        log.info(
+            "%s/%s: container %s exited with %d", self.namespace, self.name, item.spec.name, code
+        )
         message = ""
         if code != 0 and item.spec.termination_message_policy == "FallbackToLogsOnError":
             message = log_tail_message(item.logs[-1].read_bytes())
@@ -437,6 +448,7 @@ class PodWorker(threading.Thread):
 
     def _delete_object(self) -> None:
         """The kubelet's last word: delete with grace 0 once every process has stopped."""
+        log.info("%s/%s: deleting the pod object", self.namespace, self.name)
         try:
             self.context.core.delete_namespaced_pod(
                 self.name,
