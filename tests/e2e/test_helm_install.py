@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from localcluster import LocalCluster
@@ -241,3 +242,21 @@ def test_helm_upgrade_and_uninstall_leave_no_orphans(
         wait_for(nothing_left, "every object of the release to be gone", timeout=90)
     except TimeoutError:
         pytest.fail(f"helm uninstall left behind: {remaining[0]}")
+
+
+def test_documented_crd_upgrade_and_gitops_jobs_pass_the_api_server(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """docs/install.md's CRD upgrade command works, and the GitOps jobs are valid PSJobs."""
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"),
+    )  # fmt: skip
+    cluster.kubectl("wait", "--for=condition=Established", "crd/psjobs.psjob.dev")
+    built = cluster.kubectl("kustomize", str(ROOT / "examples" / "gitops" / "jobs")).stdout
+    jobs = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "PSJob"]
+    assert jobs
+    for job in jobs:
+        job["metadata"]["namespace"] = namespace
+    cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input_text=yaml.safe_dump_all(jobs)
+    )  # fmt: skip
