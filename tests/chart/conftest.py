@@ -88,7 +88,8 @@ def kstatus_binary() -> Path:
     The binary is cached under the project's tool cache, keyed by a hash of the Go sources, so
     only the first run on a machine pays the build (about half a minute).
     """
-    go = shutil.which("go")
+    # /usr/local/go/bin is where Go's own installer puts it, often not on a CI job's PATH.
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         pytest.skip("the Go toolchain is not installed: kstatus is built from its Go module")
     digest = hashlib.sha256()
