@@ -137,6 +137,7 @@ def test_helm_installed_operator_trains_digits_with_only_the_charts_rbac(
     try:
         # NOTES.txt tells the user what to do next, with this release's names.
         assert f"rollout status deployment/{FULLNAME}" in installed.stdout
+        assert f"kubectl -n {namespace} apply -f examples/digits.yaml" in installed.stdout
         pod = running_operator(api_client, release_namespace)
         assert pod["spec"]["serviceAccountName"] == ACCOUNT
         # The account may do its work in the watched namespace and nothing elsewhere.
