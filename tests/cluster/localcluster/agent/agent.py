@@ -23,7 +23,13 @@ from kubernetes.client.exceptions import ApiException
 from localcluster.agent.dns import NSS_WRAPPER_LIBRARY, ClusterRecords
 from localcluster.agent.ipam import LoopbackPool
 from localcluster.agent.logserver import LogServer
-from localcluster.agent.nodes import RENEW_SECONDS, NodeRegistrar, NodeSpec, now
+from localcluster.agent.nodes import (
+    RENEW_SECONDS,
+    STATUS_EVERY_RENEWALS,
+    NodeRegistrar,
+    NodeSpec,
+    now,
+)
 from localcluster.agent.podnet import build_bind_shim
 from localcluster.agent.pods import SHUTDOWN_GRACE_SECONDS, AgentContext, PodWorker
 from localcluster.agent.status import (
@@ -151,9 +157,11 @@ class NodeAgent:
         threading.Thread(target=target, name=name, daemon=True).start()
 
     def _heartbeat(self) -> None:
+        beats = 0
         while not self.stopping.wait(RENEW_SECONDS):
+            beats += 1
             try:
-                self.registrar.heartbeat()
+                self.registrar.heartbeat(post_status=beats % STATUS_EVERY_RENEWALS == 0)
             except Exception:
                 log.exception("node heartbeat failed")
 

@@ -19,6 +19,7 @@ from localcluster.tools import KUBERNETES_VERSION
 
 LEASE_SECONDS = 40
 RENEW_SECONDS = 10.0
+STATUS_EVERY_RENEWALS = 6
 AGENT_LABEL = "psjob.dev/local-node-agent"
 MERGE_PATCH = "application/merge-patch+json"
 _DEFAULT_CAPACITY = {"cpu": "32", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"}
@@ -182,8 +183,11 @@ class NodeRegistrar:
                 spec.name, "kube-node-lease", body, _content_type=MERGE_PATCH
             )
 
-    def heartbeat(self) -> None:
-        """Renew every Lease and refresh the Ready condition's heartbeat time."""
+    def heartbeat(self, post_status: bool) -> None:
+        """Renew every Lease; with ``post_status`` also refresh the Ready condition's heartbeat
+        time (a kubelet reports an unchanged status only every few minutes: Leases carry
+        liveness)."""
         for spec in self.nodes:
             self.renew_lease(spec)
-            self.post_status(spec)
+            if post_status:
+                self.post_status(spec)
