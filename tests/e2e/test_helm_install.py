@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster import LocalCluster
 from localcluster.waiting import wait_for
 
-from tests.e2e.operator.support import ROOT, free_port, raw
+from tests.e2e.operator.support import ROOT, free_port, job_manifest, raw
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -207,6 +207,8 @@ def test_helm_upgrade_and_uninstall_leave_no_orphans(
     namespace: str,
     api_client: client.ApiClient,
 ) -> None:
+    """The default (cluster-wide) install runs a job anywhere; narrowing it and removing it
+    leave nothing of the release behind."""
     port = free_port()
     # The default install: every namespace, through ClusterRoles.
     helm(
@@ -216,6 +218,20 @@ def test_helm_upgrade_and_uninstall_leave_no_orphans(
     )  # fmt: skip
     running_operator(api_client, release_namespace)
     assert can_i(cluster, release_namespace, "create", "pods", "default")
+    # Cluster-wide RBAC at work: a small job in a namespace the chart never heard of.
+    elsewhere = f"psjob-anywhere-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", elsewhere)
+    try:
+        cluster.kubectl(
+            "apply", "-n", elsewhere, "-f", "-", input_text=yaml.safe_dump(job_manifest("quick"))
+        )  # fmt: skip
+        waited = cluster.kubectl(
+            "wait", "-n", elsewhere, "--for=condition=Succeeded", "psjob/quick",
+            "--timeout=90s", timeout=100, check=False,
+        )  # fmt: skip
+        assert waited.returncode == 0, operator_logs(cluster, release_namespace)
+    finally:
+        cluster.kubectl("delete", "namespace", elsewhere, "--wait=false")
 
     # Narrowed to one namespace: the ClusterRole's grants go, a Role in that namespace comes.
     helm(
