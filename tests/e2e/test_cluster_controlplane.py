@@ -26,4 +26,6 @@ def test_agent_nodes_are_ready_with_their_capacity(cluster: LocalCluster) -> Non
         status = by_name[spec.name]["status"]
         ready = [c for c in status["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True"
-        assert status["allocatable"]["cpu"] == spec.capacity["cpu"]
+        assert status["allocatable"] == spec.capacity
+    gpus = {name: n["status"]["capacity"].get("nvidia.com/gpu") for name, n in by_name.items()}
+    assert gpus == {"node-0": None, "node-1": "4"}

@@ -32,7 +32,8 @@ from localcluster.kube import client_from_kubeconfig, close_client
 from localcluster.procs import ManagedProcess, start_process
 from localcluster.tools import Tools, require_tools
 
-DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec("node-1"))
+DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec.parse("node-1:nvidia.com/gpu=4"))
+"""node-1 also offers 4 nvidia.com/gpu, so GPU requests can be scheduled (nothing enforces them)."""
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
