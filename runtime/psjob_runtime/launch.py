@@ -209,6 +209,7 @@ class Job:
         self.drain()
 
     def run(self) -> int:
+        started = time.monotonic()
         self.start()
         while True:
             self.drain()
@@ -224,6 +225,8 @@ class Job:
                 return shell_exit_code(code)
             if self.all_succeeded():
                 self.finish_output()
+                elapsed = time.monotonic() - started
+                self.console.note(f"all {len(self.procs)} processes succeeded in {elapsed:.1f} s")
                 return 0
             time.sleep(0.05)
 
