@@ -13,11 +13,6 @@ local function find_condition(conditions, kind)
   return nil
 end
 
-local function is_true(conditions, kind)
-  local condition = find_condition(conditions, kind)
-  return condition ~= nil and condition.status == "True", condition
-end
-
 local status = obj.status
 if status == nil or status.conditions == nil then
   hs.status = "Progressing"
@@ -32,41 +27,30 @@ if generation ~= nil and status.observedGeneration ~= nil and status.observedGen
   return hs
 end
 
-local conditions = status.conditions
-local failed, failed_condition = is_true(conditions, "Failed")
-if failed then
-  hs.status = "Degraded"
-  hs.message = failed_condition.message
-  return hs
+-- The first condition of this list that is True decides: a failure outranks everything, and a
+-- finished or suspended job is judged by that, not by whether its pods are ready.
+local verdicts = {
+  {"Failed", "Degraded"},
+  {"Succeeded", "Healthy"},
+  {"Suspended", "Suspended"},
+  {"Ready", "Healthy"},
+}
+for _, verdict in ipairs(verdicts) do
+  local condition = find_condition(status.conditions, verdict[1])
+  if condition ~= nil and condition.status == "True" then
+    hs.status = verdict[2]
+    hs.message = condition.message
+    return hs
+  end
 end
 
-local succeeded, succeeded_condition = is_true(conditions, "Succeeded")
-if succeeded then
-  hs.status = "Healthy"
-  hs.message = succeeded_condition.message
-  return hs
-end
-
-local suspended, suspended_condition = is_true(conditions, "Suspended")
-if suspended then
-  hs.status = "Suspended"
-  hs.message = suspended_condition.message
-  return hs
-end
-
-local ready, ready_condition = is_true(conditions, "Ready")
-if ready then
-  hs.status = "Healthy"
-  hs.message = ready_condition.message
-  return hs
-end
-
-local restarting, restarting_condition = is_true(conditions, "Restarting")
 hs.status = "Progressing"
-if restarting then
-  hs.message = "Restarting: " .. restarting_condition.message
-elseif ready_condition ~= nil then
-  hs.message = ready_condition.message
+local restarting = find_condition(status.conditions, "Restarting")
+local ready = find_condition(status.conditions, "Ready")
+if restarting ~= nil and restarting.status == "True" then
+  hs.message = "Restarting: " .. restarting.message
+elseif ready ~= nil then
+  hs.message = ready.message
 else
   hs.message = "Phase " .. (status.phase or "unknown")
 end
