@@ -39,10 +39,8 @@ cleanup() {
   exit "$status"
 }
 
-if ! kind get clusters | grep -qx "$CLUSTER"; then
-  step "creating kind cluster $CLUSTER"
-  kind create cluster --name "$CLUSTER" --wait 120s
-fi
+step "kind cluster $CLUSTER at the pinned Kubernetes version"
+KIND_CLUSTER_NAME="$CLUSTER" tests/cluster/kind-cluster.sh
 trap cleanup EXIT
 kubectl config use-context "kind-$CLUSTER"
 
