@@ -88,6 +88,7 @@ def test_jobs_kustomization_builds_valid_psjobs_in_their_namespace(
 
 def test_docs_show_the_tested_health_check() -> None:
     lua = (GITOPS / "argocd" / "psjob-health.lua").read_text()
-    docs = (ROOT / "docs" / "gitops.md").read_text()
     indented = "".join(f"   {line}" if line.strip() else line for line in lua.splitlines(True))
-    assert indented in docs, "docs/gitops.md shows another health check than psjob-health.lua"
+    assert indented in (ROOT / "docs" / "gitops.md").read_text(), "docs/gitops.md: copy it over"
+    chart_readme = (ROOT / "charts" / "psjob-operator" / "README.md").read_text()
+    assert f"```lua\n{lua}```" in chart_readme, "the chart's README: copy psjob-health.lua over"
