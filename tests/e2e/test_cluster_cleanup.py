@@ -4,9 +4,11 @@ leaves no process behind: control plane, node agent and pod processes all end.""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -49,14 +51,22 @@ def test_dev_cluster_runs_pods_and_ctrl_c_stops_every_process() -> None:
         env={**os.environ, "PYTHONPATH": str(CLUSTER_PACKAGE_PARENT)},
     )
     try:
-        assert dev.stdout is not None
-        export = wait_for(
-            lambda: next(
-                (line for line in dev.stdout or [] if line.startswith("export KUBECONFIG=")), None
-            ),
-            "the export KUBECONFIG line",
-            timeout=120,
-        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read_output() -> None:  # in a thread: a stalled start must not block the test
+            for line in dev.stdout or []:
+                lines.put(line)
+
+        threading.Thread(target=read_output, daemon=True).start()
+
+        def export_line() -> str | None:
+            while not lines.empty():
+                line = lines.get()
+                if line.startswith("export KUBECONFIG="):
+                    return line
+            return None
+
+        export = wait_for(export_line, "the export KUBECONFIG line", timeout=120)
         kubeconfig = export.strip().split("=", 1)[1]
 
         def kubectl_run(*args: str) -> str:
