@@ -138,3 +138,33 @@ def test_runtime_image_has_a_cpu_default_and_a_cuda_build_argument() -> None:
     assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.M)
     assert "download.pytorch.org/whl/${TORCH_VARIANT}" in text
     assert '"/src/runtime[examples]"' in text
+
+
+@pytest.mark.slow
+def test_operator_image_environment_runs_the_operator_without_torch(tmp_path: Path) -> None:
+    """The operator image's two install steps, in a fresh venv: the lock alone must be enough.
+
+    No Docker engine here, so the Dockerfile's `pip install --require-hashes --no-deps -r
+    operator.lock` and `pip install --no-deps operator/` are replayed with uv (the same
+    semantics), and the result must start `psjob operator` and hold no torch.
+    """
+    uv = str(ROOT / ".venv" / "bin" / "uv")
+    venv = tmp_path / "image"
+    python = str(venv / "bin" / "python")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    run(uv, "venv", "-q", "--python", "3.11", str(venv))
+    run(uv, "pip", "install", "-q", "--python", python, "--require-hashes", "--no-deps",
+        "-r", str(OPERATOR_LOCK))  # fmt: skip
+    run(uv, "pip", "install", "-q", "--python", python, "--no-deps", str(ROOT / "operator"))
+    usage = run(str(venv / "bin" / "psjob"), "operator", "--help").stdout
+    assert "--leader-election-namespace" in usage and "--http-port" in usage
+    probe = (
+        "import importlib.util, psjob_operator.runner, psjob_operator.handlers; "
+        "print(importlib.util.find_spec('torch'))"
+    )
+    assert run(python, "-c", probe).stdout.strip() == "None"
