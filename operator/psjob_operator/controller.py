@@ -66,7 +66,8 @@ class Reconciler:
         self.running: dict[Key, asyncio.Task[None]] = {}
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.created_at: dict[tuple[str, str], float] = {}
+        self.created_at: dict[tuple[str, str, int], float] = {}
+        """When this process created (namespace, pod, attempt): the watch may lag behind."""
         self.phases: dict[Key, str] = {}
         self.known_crds: set[str] = set()
 
@@ -103,7 +104,11 @@ class Reconciler:
             return
         if timer is not None:
             timer.cancel()
-        self.timers[key] = loop.call_at(due, self.trigger, key)
+        self.timers[key] = loop.call_at(due, self._timer_fired, key)
+
+    def _timer_fired(self, key: Key) -> None:
+        self.timers.pop(key, None)
+        self.trigger(key)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -222,14 +227,13 @@ class Reconciler:
         """Services first, then the missing pods in parallel; the API's refusal if any."""
         namespace = job.metadata.namespace or "default"
         fresh = time.monotonic() - CREATION_GRACE_SECONDS
-        manifests = [
-            render_pod(job, role, index, decision.status.attempt)
-            for role, index in decision.create_pods
-        ]
+        self.created_at = {k: t for k, t in self.created_at.items() if t >= fresh}
+        attempt = decision.status.attempt
+        manifests = [render_pod(job, role, index, attempt) for role, index in decision.create_pods]
         manifests = [
             m
             for m in manifests
-            if self.created_at.get((namespace, m["metadata"]["name"]), 0.0) < fresh
+            if self.created_at.get((namespace, m["metadata"]["name"], attempt), 0.0) < fresh
         ]
         if not manifests:
             return None
@@ -248,7 +252,7 @@ class Reconciler:
             raise
         stamp = time.monotonic()
         for manifest in manifests:
-            self.created_at[(namespace, manifest["metadata"]["name"])] = stamp
+            self.created_at[(namespace, manifest["metadata"]["name"], attempt)] = stamp
         metrics.PODS_CREATED.inc(sum(results))
         return None
 
@@ -256,8 +260,6 @@ class Reconciler:
         if not names:
             return
         await asyncio.gather(*(self._call(self.kube.delete_pod, namespace, n) for n in names))
-        for name in names:
-            self.created_at.pop((namespace, name), None)
         metrics.PODS_DELETED.inc(len(names))
 
     def _record_phase(self, key: Key, body: Manifest, decision: Decision) -> None:

@@ -27,7 +27,6 @@ NAME_RULES = [
         "rule": f"self.metadata.name.matches('{JOB_NAME_PATTERN}')",
         "message": "metadata.name must be a DNS label: lower-case letters, digits and '-', "
         "starting with a letter and ending with a letter or digit",
-        "fieldPath": ".metadata.name",
         "reason": "FieldValueInvalid",
     },
     {
@@ -37,8 +36,7 @@ NAME_RULES = [
         "size(string(self.spec.workers.replicas - 1)) <= 63",
         "message": "metadata.name is too long: pod names <name>-worker-<index> and "
         "<name>-server-<index> must fit a 63-character DNS label; shorten the name",
-        "fieldPath": ".metadata.name",
-        "reason": "FieldValueTooLong",
+        "reason": "FieldValueInvalid",
     },
 ]
 
@@ -119,8 +117,8 @@ def _default_nested_objects(obj: dict[str, Any]) -> None:
     """
     required = set(obj.get("required", ()))
     for name, prop in obj["properties"].items():
-        if name in required or "default" in prop:
-            continue
+        if name in required or "default" in prop or prop.get("required"):
+            continue  # an object with required fields has no valid empty default
         if prop.get("type") == "object" and any(
             "default" in sub for sub in prop.get("properties", {}).values()
         ):

@@ -59,7 +59,7 @@ def test_defaults_and_enums_reach_admission() -> None:
     assert spec["runPolicy"]["properties"]["backoffLimit"]["default"] == 3
     assert spec["workers"]["properties"]["replicas"]["minimum"] == 1
     rules = [r["rule"] for r in training["x-kubernetes-validations"]]
-    assert "self.mode != 'ssp' || has(self.staleness)" in rules
+    assert "!has(self.mode) || self.mode != 'ssp' || has(self.staleness)" in rules
 
 
 def test_scale_status_and_columns() -> None:

@@ -61,13 +61,13 @@ class Training(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.mode != 'ssp' || has(self.staleness)",
+                    "rule": "!has(self.mode) || self.mode != 'ssp' || has(self.staleness)",
                     "message": "mode ssp needs staleness: set spec.training.staleness to the "
                     "number of steps a worker may run ahead of the slowest (e.g. 2)",
                     "fieldPath": ".staleness",
                 },
                 {
-                    "rule": "self.mode == 'ssp' || !has(self.staleness)",
+                    "rule": "!has(self.staleness) || (has(self.mode) && self.mode == 'ssp')",
                     "message": "staleness only applies to mode ssp: set mode: ssp or remove "
                     "staleness",
                     "fieldPath": ".staleness",

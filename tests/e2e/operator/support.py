@@ -35,7 +35,7 @@ def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
             return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError):
+    except OSError:  # refused, reset or timed out: not up yet
         return False
 
 
