@@ -41,6 +41,7 @@ from localcluster.agent.nodes import now
 from localcluster.agent.podnet import network_environment
 from localcluster.agent.status import (
     STRATEGIC_MERGE_PATCH,
+    ConditionClock,
     ContainerRecord,
     exit_code_of,
     log_tail_message,
@@ -148,6 +149,7 @@ class PodWorker(threading.Thread):
         self.start_time: str | None = None
         self.phase = "Pending"
         self.config_error: str | None = None
+        self.clock = ConditionClock()
         self.hosts_file = self.dir / "hosts"
         self.finished = threading.Event()
         """Set when the pod object is gone and every process has been stopped."""
@@ -481,6 +483,7 @@ class PodWorker(threading.Thread):
             start_time=self.start_time,
             message=message,
             reason=reason,
+            clock=self.clock,
         )
         try:
             self.context.core.patch_namespaced_pod_status(

@@ -87,14 +87,25 @@ class ContainerRecord:
         }
 
 
-def _condition(kind: str, ok: bool, reason: str = "", stamp: str = "") -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason or None,
-        "lastTransitionTime": stamp or now(),
-        "lastProbeTime": None,
-    }
+class ConditionClock:
+    """Remembers when each pod condition last changed, so that ``lastTransitionTime`` moves
+    only on a transition, as the kubelet reports it."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[bool, str]] = {}
+
+    def condition(self, kind: str, ok: bool, reason: str = "") -> dict[str, Any]:
+        previous = self._seen.get(kind)
+        if previous is None or previous[0] != ok:
+            previous = (ok, now())
+            self._seen[kind] = previous
+        return {
+            "type": kind,
+            "status": "True" if ok else "False",
+            "reason": reason or None,
+            "lastTransitionTime": previous[1],
+            "lastProbeTime": None,
+        }
 
 
 def pod_status_patch(
@@ -106,21 +117,23 @@ def pod_status_patch(
     init_containers: list[ContainerRecord] | None = None,
     message: str | None = None,
     reason: str | None = None,
+    clock: ConditionClock | None = None,
 ) -> dict[str, Any]:
     """The status patch for the pod's current state."""
     all_running = bool(containers) and all(c.running for c in containers)
     finished = phase in ("Succeeded", "Failed")
-    not_ready_reason = "PodCompleted" if finished else "ContainersNotReady"
+    not_ready = "PodCompleted" if finished else "ContainersNotReady"
+    clock = clock or ConditionClock()
     initialized = not init_containers or all(c.exit_code == 0 for c in init_containers)
     status: dict[str, Any] = {
         "phase": phase,
         "hostIP": "127.0.0.1",
         "hostIPs": [{"ip": "127.0.0.1"}],
         "conditions": [
-            _condition("PodReadyToStartContainers", pod_ip is not None and not finished),
-            _condition("Initialized", initialized),
-            _condition("ContainersReady", all_running, "" if all_running else not_ready_reason),
-            _condition("Ready", all_running, "" if all_running else not_ready_reason),
+            clock.condition("PodReadyToStartContainers", pod_ip is not None and not finished),
+            clock.condition("Initialized", initialized),
+            clock.condition("ContainersReady", all_running, "" if all_running else not_ready),
+            clock.condition("Ready", all_running, "" if all_running else not_ready),
         ],
         "containerStatuses": [c.as_status() for c in containers],
         "message": message,
