@@ -108,7 +108,7 @@ class NodeAgent:
     def start(self) -> None:
         if not self.config.no_run:
             require_nss_wrapper()
-            build_bind_shim(self.config.state_dir)
+            build_bind_shim(self.context.bind_shim)
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_server.start()
         self._register(timeout=REGISTER_TIMEOUT_SECONDS)

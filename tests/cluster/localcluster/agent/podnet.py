@@ -20,13 +20,12 @@ SHIM_SOURCE = Path(__file__).with_name("podbind.c")
 POD_IP_VARIABLE = "LOCALCLUSTER_POD_IP"
 
 
-def build_bind_shim(directory: Path) -> Path:
-    """Compile the bind shim into ``directory``; a missing compiler is a clear error."""
+def build_bind_shim(library: Path) -> None:
+    """Compile the bind shim to ``library``; a missing compiler is a clear error."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler (cc) for the pods' bind shim: run `make system-deps`")
-    directory.mkdir(parents=True, exist_ok=True)
-    library = directory / "libpodbind.so"
+    library.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(SHIM_SOURCE), "-ldl"],
         capture_output=True,
@@ -35,7 +34,6 @@ def build_bind_shim(directory: Path) -> Path:
     )
     if done.returncode != 0:
         raise RuntimeError(f"compiling {SHIM_SOURCE.name} failed: {done.stderr.strip()}")
-    return library
 
 
 def network_environment(pod_ip: str, bind_shim: Path) -> dict[str, str]:
