@@ -6,7 +6,7 @@ import textwrap
 
 from kubernetes import client
 from localcluster.objects import create
-from localcluster.podspecs import python_pod
+from localcluster.podspecs import headless_service, python_pod
 from localcluster.waiting import wait_for_pod_phase
 
 SERVER = textwrap.dedent("""
@@ -52,18 +52,7 @@ def test_pods_behind_a_headless_service_reach_each_other_by_dns_name(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(api_client)
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "ps"},
-        "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": True,
-            "selector": {"app": "ps"},
-            "ports": [{"name": "ps", "port": 7077}],
-        },
-    }
-    create(api_client, namespace, service)
+    create(api_client, namespace, headless_service("ps", {"app": "ps"}, 7077))
     server = python_pod("ps-0", SERVER, labels={"app": "ps"}, hostname="ps-0", subdomain="ps")
     create(api_client, namespace, server)
     create(api_client, namespace, python_pod("client", CLIENT, env={"NS": namespace}))
@@ -111,18 +100,7 @@ def test_two_pods_listen_on_the_same_port_as_on_a_real_node(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(api_client)
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "port"},
-        "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": True,
-            "selector": {"app": "port"},
-            "ports": [{"port": 7078}],
-        },
-    }
-    create(api_client, namespace, service)
+    create(api_client, namespace, headless_service("port", {"app": "port"}, 7078))
     for name in ("one", "two"):
         pod = python_pod(
             name, WILDCARD_SERVER, labels={"app": "port"}, hostname=name, subdomain="port"

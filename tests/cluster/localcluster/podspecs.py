@@ -44,3 +44,18 @@ def python_pod(
         "metadata": {"name": name, "labels": labels or {}},
         "spec": spec,
     }
+
+
+def headless_service(name: str, selector: dict[str, str], port: int) -> dict[str, Any]:
+    """A headless Service that publishes its pods before they are ready, as psjob's are."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector,
+            "ports": [{"port": port}],
+        },
+    }
