@@ -34,7 +34,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: lint ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests
+test: lint system-deps cluster-tools ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests
 	$(PY) -m pytest
 
 .PHONY: crds
