@@ -29,7 +29,12 @@ from localcluster.controlplane import (
     tail,
 )
 from localcluster.kube import client_from_kubeconfig, close_client
-from localcluster.procs import ManagedProcess, start_process
+from localcluster.procs import (
+    ManagedProcess,
+    processes_with_environment,
+    start_process,
+    wait_until_gone,
+)
 from localcluster.tools import Tools, require_tools
 
 DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec.parse("node-1:nvidia.com/gpu=4"))
@@ -112,11 +117,17 @@ class LocalCluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        """The agent first (it stops the pods), then the control plane."""
+        """The agent first (it stops the pods), then the control plane; then check that no
+        process of this cluster is left (RuntimeError naming them if one is)."""
         for api in self._clients:
             close_client(api)
         self.agent.stop(grace_seconds=10.0)
         self.plane.stop()
+        pods = processes_with_environment(f"NSS_WRAPPER_HOSTS={self.pod_dir}/")
+        own = [p.pid for p in self.plane.processes] + [self.agent.pid]
+        left = wait_until_gone(own + pods, timeout=5.0)
+        if left:
+            raise RuntimeError(f"processes of the cluster in {self.plane.root} outlived it: {left}")
 
 
 def _agent_argv(plane: ControlPlane, nodes: Sequence[NodeSpec], no_run: bool) -> list[str]:

@@ -101,3 +101,21 @@ def process_exists(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def processes_with_environment(entry: str) -> list[int]:
+    """Pids of live processes (of this user) whose environment holds ``entry`` (NAME=value...),
+    e.g. the pods of one cluster, which all name a hosts file in its folder."""
+    found = []
+    needle = b"\0" + entry.encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                text = b"\0" + environ.read()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in text and process_exists(int(pid)):
+            found.append(int(pid))
+    return found
