@@ -84,7 +84,7 @@ system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper
 	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		echo "installing $(SYSTEM_PACKAGES)"; \
-		$$sudo apt-get update -q && $$sudo apt-get install -y -q $(SYSTEM_PACKAGES); \
+		$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
 	fi
 
 .PHONY: cluster-tools
