@@ -44,17 +44,22 @@ class Header:
     numel: int
 
     def encode(self, out: torch.Tensor) -> torch.Tensor:
-        out.copy_(
-            torch.tensor(
-                [PROTOCOL_VERSION, int(self.op), self.worker, self.step, self.numel, 0, 0, 0],
-                dtype=torch.int64,
-            )
+        # Through numpy: one slice assignment, no temporary tensor on the per-step path.
+        out.numpy()[:] = (
+            PROTOCOL_VERSION,
+            int(self.op),
+            self.worker,
+            self.step,
+            self.numel,
+            0,
+            0,
+            0,
         )
         return out
 
     @staticmethod
     def decode(raw: torch.Tensor) -> "Header":
-        version, op, worker, step, numel = (int(v) for v in raw[:5].tolist())
+        version, op, worker, step, numel = raw[:5].tolist()
         if version != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"peer speaks protocol version {version}, this process {PROTOCOL_VERSION}: "
