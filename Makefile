@@ -11,7 +11,7 @@ STAMP := $(VENV)/.synced
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): $(LOCK) operator/pyproject.toml runtime/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,9 @@ test: lint system-deps cluster-tools ## The whole suite: lint, mypy, unit, runti
 	$(PY) -m pytest
 
 .PHONY: crds
-crds: $(STAMP) ## Regenerate crds/ from the pydantic models (psjob crd)
+crds: $(STAMP) ## Regenerate crds/ and the chart's CRD from the pydantic models (psjob crd)
 	$(VENV)/bin/psjob crd > crds/psjob.dev_psjobs.yaml
+	cp crds/psjob.dev_psjobs.yaml charts/psjob-operator/crds/psjob.dev_psjobs.yaml
 
 # --- Helm chart, images and GitOps (charts/, images/, examples/gitops/) ---
 OPERATOR_IMAGE ?= ghcr.io/psjob/operator

@@ -67,7 +67,7 @@ class Reconciler:
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.created_at: dict[tuple[str, str, int], float] = {}
-        """When this process created (namespace, pod, attempt): the watch may lag behind."""
+        """When this process created (job uid, pod, attempt): the watch may lag behind."""
         self.phases: dict[Key, str] = {}
         self.known_crds: set[str] = set()
 
@@ -192,7 +192,7 @@ class Reconciler:
             await self._write_status(key, body, decision)
         await self._post_events(body, decision)
         if decision.create_pods:
-            rejected = await self._create_pods(job, decision)
+            rejected = await self._create_pods(key, job, decision)
             if rejected is not None:
                 current = job.model_copy(update={"status": decision.status})
                 decision = fail_now(current, pods, now, "InvalidPodTemplate", rejected)
@@ -223,17 +223,29 @@ class Reconciler:
             except ApiException as exc:
                 log.warning("could not post event %s: %s", event.reason, exc.reason)
 
-    async def _create_pods(self, job: PSJob, decision: Decision) -> str | None:
-        """Services first, then the missing pods in parallel; the API's refusal if any."""
-        namespace = job.metadata.namespace or "default"
-        fresh = time.monotonic() - CREATION_GRACE_SECONDS
-        self.created_at = {k: t for k, t in self.created_at.items() if t >= fresh}
+    async def _create_pods(self, key: Key, job: PSJob, decision: Decision) -> str | None:
+        """Services first, then the missing pods in parallel; the API's refusal if any.
+
+        A pod this process created moments ago may not be in the watch yet: it is not created
+        again (that would only cost an AlreadyExists), and the job is looked at once more when
+        the grace period ends in case the pod never appears.
+        """
+        now = time.monotonic()
+        self.created_at = {
+            k: t for k, t in self.created_at.items() if now - t < CREATION_GRACE_SECONDS
+        }
         attempt = decision.status.attempt
+        uid = job.metadata.uid or ""
         manifests = [render_pod(job, role, index, attempt) for role, index in decision.create_pods]
-        manifests = [
-            m
+        waiting = [
+            self.created_at[(uid, m["metadata"]["name"], attempt)]
             for m in manifests
-            if self.created_at.get((namespace, m["metadata"]["name"], attempt), 0.0) < fresh
+            if (uid, m["metadata"]["name"], attempt) in self.created_at
+        ]
+        if waiting:
+            self._requeue(key, min(waiting) + CREATION_GRACE_SECONDS - now)
+        manifests = [
+            m for m in manifests if (uid, m["metadata"]["name"], attempt) not in self.created_at
         ]
         if not manifests:
             return None
@@ -252,7 +264,7 @@ class Reconciler:
             raise
         stamp = time.monotonic()
         for manifest in manifests:
-            self.created_at[(namespace, manifest["metadata"]["name"], attempt)] = stamp
+            self.created_at[(uid, manifest["metadata"]["name"], attempt)] = stamp
         metrics.PODS_CREATED.inc(sum(results))
         return None
 

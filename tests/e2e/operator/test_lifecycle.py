@@ -194,3 +194,14 @@ def test_deleting_a_job_deletes_its_children_even_with_the_operator_down(
         "the services to be garbage-collected",
     )
     assert psjobs.missing("gone")
+
+
+def test_a_job_deleted_and_applied_again_under_the_same_name_runs_again(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("again"))
+    psjobs.wait_phase("again", "Succeeded", timeout=60)
+    psjobs.delete("again")
+    eventually(lambda: psjobs.missing("again"), "the job to be deleted")
+    psjobs.apply(job_manifest("again"))
+    psjobs.wait_phase("again", "Succeeded", timeout=60)
