@@ -42,6 +42,9 @@ def test_success_stops_servers_and_kubectl_wait_returns(
     assert ready is not None and ready["status"] == "True"
     shown = psjobs.cluster.kubectl("get", "psj", "ok", "-n", psjobs.namespace).stdout
     assert "Succeeded" in shown.splitlines()[1]
+    metrics = operator.metrics()
+    assert "psjob_pods_created_total 3.0" in metrics
+    assert f'psjob_jobs{{namespace="{psjobs.namespace}",phase="Succeeded"}} 1.0' in metrics
 
 
 def test_permanent_exit_code_fails_at_once_naming_pod_and_code(
@@ -205,3 +208,14 @@ def test_a_job_deleted_and_applied_again_under_the_same_name_runs_again(
     eventually(lambda: psjobs.missing("again"), "the job to be deleted")
     psjobs.apply(job_manifest("again"))
     psjobs.wait_phase("again", "Succeeded", timeout=60)
+
+
+def test_gang_scheduling_without_a_pod_group_crd_says_so_and_still_runs(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("gang", runPolicy={"schedulingPolicy": {"minAvailable": 3}}))
+    psjobs.wait_phase("gang", "Succeeded", timeout=60)
+    group = psjobs.condition("gang", "PodGroup")
+    assert group is not None and group["status"] == "False"
+    assert "not installed" in group["message"]
+    assert "PodGroupUnavailable" in {e["reason"] for e in psjobs.events("gang")}
