@@ -1,0 +1,108 @@
+"""Operator benchmarks on a no-run local cluster; JSON for bench/report.py.
+
+    PYTHONPATH=tests/cluster python -m bench.operator [--quick] [--profile]
+
+1. growth: one PSJob (4 servers, 10/100/1,000 workers) through the operator, and the same
+   rendered objects through `kubectl create` (the reference), alternating, `--repeats` times;
+2. many jobs: 100 PSJobs of 10 pods in one `kubectl apply`: time to Running, operator RSS, API
+   requests per job, and status latency under that load.
+`--profile` runs the operator under py-spy (slower: for finding hot spots, not for figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.operator.harness import ROOT, stage
+from bench.operator.scenarios import many_jobs, operator_run, reference_run
+
+OUT = ROOT / "bench" / "out"
+SERVERS = 4
+
+
+def _machine() -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), ""
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(meminfo[1]) / 2**20, 1),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kopf": metadata.version("kopf"),
+        "kubernetes_client": metadata.version("kubernetes"),
+        "psjob_operator": metadata.version("psjob-operator"),
+    }
+
+
+def _log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.operator", *sys.argv[1:]]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": _machine(),
+        "load_before": os.getloadavg(),
+        "growth": {"reference": [], "operator": []},
+    }
+    profile = OUT / "operator-profile.txt" if args.profile else None
+    with (
+        tempfile.TemporaryDirectory(prefix="psjob-bench-") as root,
+        stage(Path(root), profile) as s,
+    ):
+        result["machine"]["kube_apiserver"] = s.server_version()
+        for repeat in range(args.repeats):
+            for workers in args.sizes:
+                # alternate who goes first, so that drift in machine load hits both sides
+                order = (reference_run, operator_run)
+                for measure in order if repeat % 2 == 0 else order[::-1]:
+                    side = "reference" if measure is reference_run else "operator"
+                    _log(f"{side}: {SERVERS} servers, {workers} workers (repeat {repeat + 1})")
+                    outcome = measure(s, SERVERS, workers)
+                    _log(json.dumps({k: v for k, v in outcome.items() if k != "requests"}))
+                    result["growth"][side].append(outcome)
+        _log(f"many jobs: {args.jobs} x (2 servers + 8 workers)")
+        result["many_jobs"] = many_jobs(s, args.jobs, 2, 8)
+        _log(json.dumps({k: v for k, v in result["many_jobs"].items() if k != "requests"}))
+    result["load_after"] = os.getloadavg()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.operator", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one repeat (a few minutes)")
+    parser.add_argument("--repeats", type=int, help="repeats of the growth runs (default 3)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000], metavar="W")
+    parser.add_argument("--jobs", type=int, default=100, help="PSJobs in the many-jobs run")
+    parser.add_argument("--profile", action="store_true", help="py-spy the operator")
+    args = parser.parse_args()
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = run(args)
+    result["wall_seconds"] = time.monotonic() - started
+    name = "operator-profiled.json" if args.profile else "operator.json"
+    (OUT / name).write_text(json.dumps(result, indent=1) + "\n")
+    _log(f"wrote {OUT / name} in {result['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
