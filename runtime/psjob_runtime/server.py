@@ -34,6 +34,8 @@ class ModelMismatchError(PsjobError):
 
 
 class ParameterServer:
+    """One server's state and threads; `run()` returns the gate once every worker said DONE."""
+
     def __init__(self, ctx: JobContext, transport: Transport):
         self.ctx = ctx
         self.transport = transport
