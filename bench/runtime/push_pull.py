@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 SIZES_MB = (4.8, 48.0)
 ROUNDS = {4.8: 50, 48.0: 8}
-PAIRS = 7
+PAIRS = 11
 WARMUP = 2
 TAG_RAW = 99
 
