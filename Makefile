@@ -112,3 +112,14 @@ demo: venv ## Train the digits example: 2 servers + 2 workers as local processes
 bench-runtime: venv ## Runtime benchmarks: push+pull vs raw gloo, mnist_cnn samples/s vs DDP (bench/README.md)
 	$(PY) bench/runtime/push_pull.py
 	$(PY) bench/runtime/throughput.py
+
+# --- benchmarks (bench/README.md) ---
+BENCH_OPERATOR_ARGS = $(if $(QUICK),--quick)
+
+.PHONY: bench-operator
+bench-operator: venv cluster-tools system-deps ## Operator benchmarks on a no-run local cluster (QUICK=1: one repeat), JSON in bench/out/
+	PYTHONPATH=tests/cluster $(PY) -m bench.operator $(BENCH_OPERATOR_ARGS)
+
+.PHONY: bench
+bench: bench-runtime bench-operator ## Every benchmark (QUICK=1: a few minutes), then the plots and tables of bench/README.md
+	$(PY) -m bench.report

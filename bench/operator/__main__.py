@@ -48,6 +48,17 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _brief(result: dict[str, Any]) -> str:
+    """A run's figures for the console: without request breakdowns and latency samples."""
+
+    def drop(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if k not in ("requests", "samples")}
+        return round(value, 3) if isinstance(value, float) else value
+
+    return json.dumps(drop(result))
+
+
 def _log(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
@@ -75,11 +86,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     side = "reference" if measure is reference_run else "operator"
                     _log(f"{side}: {SERVERS} servers, {workers} workers (repeat {repeat + 1})")
                     outcome = measure(s, SERVERS, workers)
-                    _log(json.dumps({k: v for k, v in outcome.items() if k != "requests"}))
+                    _log(_brief(outcome))
                     result["growth"][side].append(outcome)
+        _log(f"reference: {args.jobs} rendered jobs x (2 servers + 8 workers)")
+        result["many_jobs_reference"] = reference_run(s, 2, 8, jobs=args.jobs)
+        _log(_brief(result["many_jobs_reference"]))
         _log(f"many jobs: {args.jobs} x (2 servers + 8 workers)")
         result["many_jobs"] = many_jobs(s, args.jobs, 2, 8)
-        _log(json.dumps({k: v for k, v in result["many_jobs"].items() if k != "requests"}))
+        _log(_brief(result["many_jobs"]))
     result["load_after"] = os.getloadavg()
     return result
 
@@ -91,6 +105,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000], metavar="W")
     parser.add_argument("--jobs", type=int, default=100, help="PSJobs in the many-jobs run")
     parser.add_argument("--profile", action="store_true", help="py-spy the operator")
+    parser.add_argument("--out", type=Path, help="result file (default bench/out/operator.json)")
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -98,9 +113,9 @@ def main() -> int:
     started = time.monotonic()
     result = run(args)
     result["wall_seconds"] = time.monotonic() - started
-    name = "operator-profiled.json" if args.profile else "operator.json"
-    (OUT / name).write_text(json.dumps(result, indent=1) + "\n")
-    _log(f"wrote {OUT / name} in {result['wall_seconds']:.0f} s")
+    out = args.out or OUT / ("operator-profiled.json" if args.profile else "operator.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    _log(f"wrote {out} in {result['wall_seconds']:.0f} s")
     return 0
 
 

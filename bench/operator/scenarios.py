@@ -50,9 +50,10 @@ def _settled_requests(stage: Stage, before: Any) -> Any:
     return delta(before, request_counts(stage.api))
 
 
-def reference_run(stage: Stage, servers: int, workers: int) -> Result:
-    """`kubectl create` of exactly what `psjob render` prints for the job: the API's own pace."""
-    rendered = stage.render([job_manifest(f"ref-{workers}", servers, workers)], REFERENCE_NAMESPACE)
+def reference_run(stage: Stage, servers: int, workers: int, jobs: int = 1) -> Result:
+    """`kubectl create` of exactly what `psjob render` prints for the jobs: the API's own pace."""
+    manifests = [job_manifest(f"ref-{i:03d}", servers, workers) for i in range(jobs)]
+    rendered = stage.render(manifests, REFERENCE_NAMESPACE)
     kinds = [doc["kind"] for doc in yaml.safe_load_all(rendered)]
     pods, services = kinds.count("Pod"), kinds.count("Service")
     recorder = stage.recorder(REFERENCE_NAMESPACE)
@@ -70,13 +71,14 @@ def reference_run(stage: Stage, servers: int, workers: int) -> Result:
         recorder.stop()
     stage.clean(REFERENCE_NAMESPACE)
     return {
+        "jobs": jobs,
         "servers": servers,
         "workers": workers,
         "pods": pods,
         "kubectl_seconds": kubectl_seconds,
         "created_seconds": created - started,
         "running_seconds": running - started,
-        "requests": summary(requests, 1),
+        "requests": summary(requests, jobs),
     }
 
 
@@ -127,7 +129,7 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
     }
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"count": 0}
     ordered = sorted(values)
@@ -142,6 +144,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
         "p99": at(0.99),
         "max": ordered[-1],
         "mean": statistics.fmean(ordered),
+        "samples": [round(v, 4) for v in ordered],
     }
 
 
