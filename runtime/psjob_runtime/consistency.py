@@ -1,8 +1,10 @@
 """When a server applies gradients and when a worker may have parameters back: sync, async, ssp.
 
 A server runs one thread per worker (see server.py). Each thread hands the gradient it received
-to the gate and sends back whatever tensor the gate returns. The gate owns the parameters, the
-optimizer and one lock, so updates never interleave and replies never see a half-applied update.
+(dense, plus the row gradients of any embedding tables) to the gate and sends back whatever
+tensor the gate returns. The gate owns the parameters, the optimizer and one lock, so updates
+never interleave and replies never see a half-applied update. Sparse rows follow the same rule as
+the dense slice: in sync mode they are averaged over the round's workers and applied once.
 
 - sync: a round closes when every active worker has pushed; the gradients are averaged in worker
   order (deterministic sums) and applied once; everyone gets the same new parameters.
@@ -13,37 +15,83 @@ optimizer and one lock, so updates never interleave and replies never see a half
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 
+from psjob_runtime.table_shard import TableShard
 from psjob_runtime.training import Mode, TrainingSettings
 from psjob_runtime.wire import ServerStats
+
+SparseGrads = list[tuple[TableShard, torch.Tensor, torch.Tensor]]
+"""One worker's row gradients for one step: (shard, global ids, rows x dim gradients)."""
 
 
 class Gate(ABC):
     """Shared by the worker threads of one server; every public method is thread-safe."""
 
-    def __init__(self, params: torch.Tensor, optimizer: torch.optim.Optimizer, workers: int):
+    def __init__(
+        self,
+        params: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        workers: int,
+        tables: dict[int, TableShard],
+    ):
         self.params = params
         self.optimizer = optimizer
+        self.tables = tables
+        """The server's table shards, shared: tables declared later appear here."""
         self.active = set(range(workers))
         self.updates = 0
         self.max_lead = 0
+        self.clock = [0] * workers
+        """Steps of each worker applied so far: its data position in a checkpoint."""
+        self.after_update: Callable[[], None] | None = None
+        """Called with the lock held after every update (the server's checkpoint trigger)."""
         self.cond = threading.Condition()
 
-    def _apply(self, grad: torch.Tensor) -> None:
+    counts_rounds = False
+    """True where one update is one step of every worker (sync rounds)."""
+
+    @property
+    def step(self) -> int:
+        """The job's step as this server sees it: rounds in sync, updates per worker otherwise."""
+        return self.updates if self.counts_rounds else self.updates // len(self.clock)
+
+    def restore(self, updates: int, clock: list[int]) -> None:
+        """Continue counting from a checkpoint (before any worker is served)."""
+        self.updates = updates
+        self.clock = list(clock)
+
+    def _apply(self, grad: torch.Tensor, sparse: list[SparseGrads], divisor: int = 1) -> None:
         self.params.grad = grad
         self.optimizer.step()
         self.params.grad = None
+        self._apply_sparse(sparse, divisor)
         self.updates += 1
+        if self.after_update is not None:
+            self.after_update()
+
+    def _apply_sparse(self, parts: list[SparseGrads], divisor: int) -> None:
+        """One step of every table, touched or not (lazy Adam counts steps like SparseAdam)."""
+        pieces: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for part in parts:
+            for shard, ids, grads in part:
+                pieces.setdefault(shard.spec.table, []).append((ids, grads))
+        for table in sorted(self.tables):
+            shard = self.tables[table]
+            found = pieces.get(table, [])
+            ids = torch.cat([p[0] for p in found]) if found else torch.empty(0, dtype=torch.int64)
+            grads = torch.cat([p[1] for p in found]) if found else torch.empty(0, shard.spec.dim)
+            shard.apply(ids, grads, divisor)
 
     @abstractmethod
     def current(self, worker: int) -> torch.Tensor:
         """Parameters for a worker that asks without pushing (its first pull)."""
 
     @abstractmethod
-    def push(self, worker: int, grad: torch.Tensor) -> torch.Tensor:
-        """Take `grad` (valid until this returns) and return the parameters to send back."""
+    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
+        """Take `grad` (valid until this returns) and `sparse`; return the parameters to send."""
 
     def leave(self, worker: int) -> ServerStats:
         with self.cond:
@@ -58,20 +106,34 @@ class Gate(ABC):
 
 
 class SyncGate(Gate):
-    def __init__(self, params: torch.Tensor, optimizer: torch.optim.Optimizer, workers: int):
-        super().__init__(params, optimizer, workers)
+    counts_rounds = True
+
+    def __init__(
+        self,
+        params: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        workers: int,
+        tables: dict[int, TableShard],
+    ):
+        super().__init__(params, optimizer, workers, tables)
         self.pending: dict[int, torch.Tensor] = {}
+        self.pending_sparse: dict[int, SparseGrads] = {}
         self.sum = torch.zeros_like(params)
         self.round = 0
+
+    def restore(self, updates: int, clock: list[int]) -> None:
+        super().restore(updates, clock)
+        self.round = updates
 
     def current(self, worker: int) -> torch.Tensor:
         # Parameters change only when a round closes, and a round needs this worker's next
         # push, which it sends only after this reply has arrived: no snapshot needed.
         return self.params.detach()
 
-    def push(self, worker: int, grad: torch.Tensor) -> torch.Tensor:
+    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         with self.cond:
             self.pending[worker] = grad
+            self.pending_sparse[worker] = sparse
             my_round = self.round
             if len(self.pending) == len(self.active):
                 self._close_round()
@@ -80,7 +142,10 @@ class SyncGate(Gate):
             return self.params.detach()
 
     def _close_round(self) -> None:
-        grads = [self.pending[w] for w in sorted(self.pending)]
+        workers = sorted(self.pending)
+        grads = [self.pending[w] for w in workers]
+        for worker in workers:
+            self.clock[worker] += 1
         if len(grads) == 1:
             average = grads[0]  # one worker left: its gradient is the average, skip a copy
         else:
@@ -88,8 +153,9 @@ class SyncGate(Gate):
             for grad in grads[2:]:
                 average.add_(grad)
             average.div_(len(grads))
-        self._apply(average)
+        self._apply(average, [self.pending_sparse[w] for w in workers], divisor=len(grads))
         self.pending.clear()
+        self.pending_sparse.clear()
         self.round += 1
         self.cond.notify_all()
 
@@ -99,8 +165,14 @@ class SyncGate(Gate):
 
 
 class AsyncGate(Gate):
-    def __init__(self, params: torch.Tensor, optimizer: torch.optim.Optimizer, workers: int):
-        super().__init__(params, optimizer, workers)
+    def __init__(
+        self,
+        params: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        workers: int,
+        tables: dict[int, TableShard],
+    ):
+        super().__init__(params, optimizer, workers, tables)
         self.replies = [torch.empty_like(params) for _ in range(workers)]
 
     def _snapshot(self, worker: int) -> torch.Tensor:
@@ -111,9 +183,10 @@ class AsyncGate(Gate):
         with self.cond:
             return self._snapshot(worker)
 
-    def push(self, worker: int, grad: torch.Tensor) -> torch.Tensor:
+    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         with self.cond:
-            self._apply(grad)
+            self.clock[worker] += 1
+            self._apply(grad, [sparse])
             return self._snapshot(worker)
 
     def _on_leave(self) -> None:
@@ -122,19 +195,23 @@ class AsyncGate(Gate):
 
 class StaleSynchronousGate(AsyncGate):
     def __init__(
-        self, params: torch.Tensor, optimizer: torch.optim.Optimizer, workers: int, staleness: int
+        self,
+        params: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        workers: int,
+        tables: dict[int, TableShard],
+        staleness: int,
     ):
-        super().__init__(params, optimizer, workers)
+        super().__init__(params, optimizer, workers, tables)
         self.staleness = staleness
-        self.clock = [0] * workers
 
     def _lead(self, worker: int) -> int:
         return self.clock[worker] - min(self.clock[w] for w in self.active)
 
-    def push(self, worker: int, grad: torch.Tensor) -> torch.Tensor:
+    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         with self.cond:
-            self._apply(grad)
             self.clock[worker] += 1
+            self._apply(grad, [sparse])
             self.cond.notify_all()
             self.cond.wait_for(lambda: self._lead(worker) <= self.staleness)
             self.max_lead = max(self.max_lead, self._lead(worker))
@@ -146,10 +223,11 @@ def make_gate(
     params: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     workers: int,
+    tables: dict[int, TableShard],
 ) -> Gate:
     if training.mode is Mode.SYNC:
-        return SyncGate(params, optimizer, workers)
+        return SyncGate(params, optimizer, workers, tables)
     if training.mode is Mode.ASYNC:
-        return AsyncGate(params, optimizer, workers)
+        return AsyncGate(params, optimizer, workers, tables)
     assert training.staleness is not None, "TrainingSettings guarantees staleness for ssp"
-    return StaleSynchronousGate(params, optimizer, workers, training.staleness)
+    return StaleSynchronousGate(params, optimizer, workers, tables, training.staleness)

@@ -22,6 +22,9 @@ class ExitCode(IntEnum):
     """A peer was lost or did not answer in time (EX_TEMPFAIL): restart the job."""
     CONFIG_ERROR = 78
     """Malformed contract environment or configuration (EX_CONFIG): permanent."""
+    TERMINATED = 143
+    """A server stopped by SIGTERM after writing its final checkpoint (128 + 15, as a shell
+    reports a death by SIGTERM): retryable, the restarted job resumes from that checkpoint."""
 
 
 class PsjobError(Exception):

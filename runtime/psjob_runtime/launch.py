@@ -252,6 +252,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--timeout", type=int, default=300, help="peer timeout in seconds")
+    parser.add_argument("--checkpoint-dir", help="servers write checkpoints here and resume")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between them")
     parser.add_argument("--config", default="{}", help="JSON object for the user's code")
     parser.add_argument("--name", default="local", help="job name (PSJOB_NAME)")
     if "--" not in argv:
@@ -283,6 +285,11 @@ def _settings(args: argparse.Namespace) -> TrainingSettings:
                     "weightDecay": args.weight_decay,
                 },
                 "timeoutSeconds": args.timeout,
+                "checkpoint": (
+                    {"dir": args.checkpoint_dir, "everySteps": args.checkpoint_every}
+                    if args.checkpoint_dir
+                    else None
+                ),
                 "config": config,
             }
         )

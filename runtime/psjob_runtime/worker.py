@@ -13,6 +13,10 @@ The model's parameters and gradients become views into two flat buffers, so a st
 contiguous slice per server in each direction with no per-tensor messages and no copies (on a
 GPU, through pinned host buffers). Worker 0's initial parameters are sent to the servers and
 every worker starts from what the servers hold, so all workers start identical.
+
+Embedding tables too large for a worker live on the servers (`session.embedding(...)`, see
+embedding.py). After a restart the servers restore a checkpoint; `session.start_step` says where
+this worker's loop resumes (0 on a fresh start).
 """
 
 import os
@@ -24,9 +28,11 @@ from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
+from psjob_runtime.embedding import ShardedEmbedding, TableClient
 from psjob_runtime.errors import ContractError, install_exit_hook
 from psjob_runtime.progress import ProgressReporter
 from psjob_runtime.sharding import balanced_slices
+from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transfer, Transport, join_group, wait_all
 from psjob_runtime.wire import (
@@ -35,6 +41,7 @@ from psjob_runtime.wire import (
     TAG_REPLY,
     Header,
     Op,
+    ResumePoint,
     ServerStats,
     new_header_buffer,
 )
@@ -123,15 +130,32 @@ class ParameterServerOptimizer:
             self._send_all(Op.INIT, self._outbox)
         self._start(Op.PULL, payload=None)
         self.synchronize()
+        self.resume = self._ask_resume()
+        self.steps = self.resume.step
+
+    def _ask_resume(self) -> ResumePoint:
+        """Where this worker continues: the earliest position any server saved for it."""
+        wait_all(self._headers_out(Op.RESUME))
+        buffers = [new_header_buffer() for _ in self.slices]
+        wait_all(
+            self.session.transport.recv(buffer, part.server, TAG_REPLY, "resume point")
+            for buffer, part in zip(buffers, self.slices, strict=True)
+        )
+        points = [ResumePoint.decode(buffer) for buffer in buffers]
+        return min(points, key=lambda point: point.step)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero the flat gradient buffer (`set_to_none` is accepted and ignored on purpose)."""
         self.flat.bind_grads()
         self.flat.grads.zero_()
+        for table in self.session.tables:
+            table.touched.clear()
 
     def step(self) -> None:
         self.flat.bind_grads()
         self.synchronize()
+        for table in self.session.tables:
+            table.push()
         if self._outbox is not self.flat.grads:
             self._outbox.copy_(self.flat.grads)
         self._start(Op.PUSH_PULL, payload=self._outbox)
@@ -151,9 +175,12 @@ class ParameterServerOptimizer:
     def _headers_out(self, op: Op) -> list[Transfer]:
         transport = self.session.transport
         worker = self.session.ctx.replica_index
+        extra = (self.flat.numel, 0, 0)
         return [
             transport.send(
-                Header(op, worker, self.steps, part.numel).encode(self._headers[part.server]),
+                Header(op, worker, self.steps, part.numel, extra).encode(
+                    self._headers[part.server]
+                ),
                 part.server,
                 TAG_HEADER,
                 f"{op.name} request",
@@ -210,6 +237,8 @@ class WorkerSession:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._optimizer: ParameterServerOptimizer | None = None
         self.server_stats: list[ServerStats] = []
+        self.tables: list[TableClient] = []
+        self._start_step: int | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -238,7 +267,39 @@ class WorkerSession:
             raise RuntimeError("session.optimizer() was already called: attach one model per job")
         params = [p for p in model.parameters() if p.requires_grad]
         self._optimizer = ParameterServerOptimizer(self, params)
+        self._start_step = self._optimizer.resume.step
         return self._optimizer
+
+    @property
+    def start_step(self) -> int:
+        """The step this worker resumes from: 0 on a fresh start, else its checkpointed position.
+
+        Valid after `optimizer()`. Skip the data of steps before it, e.g. start a step loop there.
+        """
+        if self._start_step is None:
+            raise RuntimeError("session.start_step is known once session.optimizer() has run")
+        return self._start_step
+
+    def embedding(self, num_rows: int, dim: int, init_scale: float = 0.01) -> ShardedEmbedding:
+        """Declare an embedding table held by the servers (rows split by id % servers).
+
+        Every worker declares the same tables in the same order, before training. Rows start
+        uniform in [-init_scale, init_scale], the same whatever the server count.
+        """
+        if num_rows < 1 or dim < 1:
+            raise ValueError(
+                f"an embedding table needs num_rows >= 1 and dim >= 1, got {num_rows} x {dim}"
+            )
+        self.quiesce()
+        client = TableClient(self, TableSpec(len(self.tables), num_rows, dim))
+        client.declare(init_scale)
+        self.tables.append(client)
+        return ShardedEmbedding(client)
+
+    def quiesce(self) -> None:
+        """Complete any exchange in flight (async overlap) before another message goes out."""
+        if self._optimizer is not None:
+            self._optimizer.synchronize()
 
     def partition(self, dataset: Dataset[Any]) -> Subset[Any]:
         """This worker's share of `dataset`: every W-th item from its index (sizes differ by 1)."""

@@ -2,7 +2,9 @@
 
 Worker i trains a small MLP on batch (step, i) of a fixed random data set, so that the union of
 all workers' batches at a step is one large batch the tests can replay in a single process.
-It writes its per-step losses and final parameters to <out>/worker-<i>.pt.
+With `table_rows` > 0 the model also looks up one id per sample in a server-held embedding table
+and adds the row to its input. After a restart it resumes at `session.start_step`. It writes its
+per-step losses (by step), final parameters, table rows and traffic to <out>/worker-<i>.pt.
 """
 
 import time
@@ -25,6 +27,9 @@ class RecorderConfig(BaseModel):
     seed: int = 0
     slow_worker: int = -1
     slow_seconds: float = 0.0
+    table_rows: int = 0
+    ids_per_batch: int = 0
+    """Draw ids from 0..ids_per_batch-1 only (0: the whole table), so batches share rows."""
 
 
 def build_model(seed: int) -> nn.Module:
@@ -39,27 +44,47 @@ def batch(seed: int, step: int, worker: int, size: int) -> tuple[torch.Tensor, t
     return x, y
 
 
+def batch_ids(seed: int, step: int, worker: int, size: int, high: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 7_919 + step * 104_729 + worker)
+    return torch.randint(0, high, (size,), generator=generator)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     session = psjob_runtime.init()
     config = session.config_as(RecorderConfig)
     model = build_model(config.seed)
+    table = session.embedding(config.table_rows, FEATURES) if config.table_rows else None
     optimizer = session.optimizer(model)
     loss_fn = nn.CrossEntropyLoss()
-    losses = []
-    for step in range(config.steps):
+    losses = {}
+    for step in range(session.start_step, config.steps):
         x, y = batch(config.seed, step, session.worker_index, config.batch)
         optimizer.zero_grad()
+        if table is not None:
+            high = config.ids_per_batch or config.table_rows
+            x = x + table(batch_ids(config.seed, step, session.worker_index, config.batch, high))
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
+        losses[step] = loss.item()
         print(f"step {step} done", flush=True)
         if session.worker_index == config.slow_worker:
             time.sleep(config.slow_seconds)
+    rows = None
+    if table is not None:
+        with torch.no_grad():
+            rows = table(torch.arange(config.table_rows))
     stats = session.finish()
     params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    record = {"losses": losses, "params": params, "max_lead": [s.max_lead for s in stats]}
+    record = {
+        "start_step": session.start_step,
+        "losses": [losses[s] for s in sorted(losses)],
+        "params": params,
+        "rows": rows,
+        "traffic": None if table is None else vars(table.traffic),
+        "max_lead": [s.max_lead for s in stats],
+    }
     torch.save(record, Path(config.out) / f"worker-{session.worker_index}.pt")
 
 

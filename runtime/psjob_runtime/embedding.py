@@ -1,0 +1,151 @@
+"""Embedding tables that live on the servers: a worker holds only the rows its batch touches.
+
+    table = session.embedding(num_rows=10_000_000, dim=16)   # an nn.Module
+    vectors = table(ids)                                     # pulls the unique rows of `ids`
+    ... loss.backward(); optimizer.step()                    # pushes their gradients only
+
+Row `id` lives on server `id % S` (see table_shard.py). A forward pass sends each server the
+unique ids it owns and gets their rows back; `optimizer.step()` sends the summed gradient of each
+touched row before the dense gradient, and the servers apply both under the job's mode.
+"""
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from psjob_runtime.table_shard import TableSpec
+from psjob_runtime.transport import Transfer, wait_all
+from psjob_runtime.wire import TAG_HEADER, TAG_PAYLOAD, TAG_REPLY, Header, Op, new_header_buffer
+
+if TYPE_CHECKING:
+    from psjob_runtime.worker import WorkerSession
+
+
+@dataclass
+class TableTraffic:
+    """Rows and payload bytes this worker moved for one table (headers not counted)."""
+
+    rows_pulled: int = 0
+    bytes_pulled: int = 0
+    rows_pushed: int = 0
+    bytes_pushed: int = 0
+
+
+@dataclass
+class _Touched:
+    ids: torch.Tensor
+    rows: torch.Tensor
+
+
+@dataclass
+class TableClient:
+    """A worker's handle on one table: routes ids to servers, moves rows, counts bytes."""
+
+    session: "WorkerSession"
+    spec: TableSpec
+    traffic: TableTraffic = field(default_factory=TableTraffic)
+    touched: list[_Touched] = field(default_factory=list)
+
+    def _by_server(self, ids: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """(server, positions in ids) for every server that owns at least one of `ids`."""
+        owner = ids % self.session.ctx.num_servers
+        return [
+            (server, positions)
+            for server in range(self.session.ctx.num_servers)
+            if (positions := torch.nonzero(owner == server).view(-1)).numel()
+        ]
+
+    def _headers(self, op: Op, parts: list[tuple[int, int]]) -> list[Transfer]:
+        worker = self.session.ctx.replica_index
+        extra = (self.spec.table, self.spec.dim, 0)
+        return [
+            self.session.transport.send(
+                Header(op, worker, 0, count, extra).encode(new_header_buffer()),
+                server,
+                TAG_HEADER,
+                f"{op.name} request",
+            )
+            for server, count in parts
+        ]
+
+    def declare(self, init_scale: float) -> None:
+        servers = range(self.session.ctx.num_servers)
+        header = Header(
+            Op.DECLARE_TABLE,
+            self.session.ctx.replica_index,
+            0,
+            self.spec.num_rows,
+            (self.spec.table, self.spec.dim, 0),
+        )
+        scale = torch.tensor([init_scale], dtype=torch.float32)
+        transport = self.session.transport
+        wait_all(
+            transport.send(header.encode(new_header_buffer()), s, TAG_HEADER, "table declaration")
+            for s in servers
+        )
+        wait_all(transport.send(scale, s, TAG_PAYLOAD, "table declaration") for s in servers)
+
+    def pull(self, ids: torch.Tensor) -> torch.Tensor:
+        """Current rows of unique global `ids`, from the servers that own them."""
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.spec.num_rows):
+            raise IndexError(
+                f"{self.spec}: ids must be in 0..{self.spec.num_rows - 1}, got "
+                f"{int(ids.min())}..{int(ids.max())}"
+            )
+        self.session.quiesce()
+        transport = self.session.transport
+        groups = self._by_server(ids)
+        parts = [(server, ids[positions]) for server, positions in groups]
+        wait_all(self._headers(Op.SPARSE_PULL, [(s, len(p)) for s, p in parts]))
+        wait_all(transport.send(p, s, TAG_PAYLOAD, "row ids") for s, p in parts)
+        replies = [torch.empty(len(p), self.spec.dim) for _, p in parts]
+        wait_all(
+            transport.recv(reply, s, TAG_REPLY, f"rows of table {self.spec.table}")
+            for (s, _), reply in zip(parts, replies, strict=True)
+        )
+        rows = torch.empty(ids.numel(), self.spec.dim)
+        for (_, positions), reply in zip(groups, replies, strict=True):
+            rows[positions] = reply
+        self.traffic.rows_pulled += ids.numel()
+        self.traffic.bytes_pulled += ids.numel() * (8 + 4 * self.spec.dim)
+        return rows
+
+    def push(self) -> None:
+        """Send the summed gradient of every row touched since the last push (none: nothing)."""
+        found = [t for t in self.touched if t.rows.grad is not None]
+        self.touched.clear()
+        if not found:
+            return
+        ids = torch.cat([t.ids for t in found])
+        grads = torch.cat(
+            [t.rows.grad.detach().to("cpu") for t in found if t.rows.grad is not None]
+        )
+        transport = self.session.transport
+        parts = [(s, ids[p], grads[p]) for s, p in self._by_server(ids)]
+        wait_all(self._headers(Op.SPARSE_PUSH, [(s, len(i)) for s, i, _ in parts]))
+        wait_all(transport.send(i, s, TAG_PAYLOAD, "row ids") for s, i, _ in parts)
+        wait_all(transport.send(g, s, TAG_PAYLOAD, "row gradients") for s, _, g in parts)
+        self.traffic.rows_pushed += ids.numel()
+        self.traffic.bytes_pushed += ids.numel() * (8 + 4 * self.spec.dim)
+
+
+class ShardedEmbedding(nn.Module):
+    """`nn.Embedding` whose table is sharded over the servers; no parameters on the worker."""
+
+    def __init__(self, client: TableClient):
+        super().__init__()
+        self.client = client
+
+    @property
+    def traffic(self) -> TableTraffic:
+        return self.client.traffic
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        unique, inverse = torch.unique(ids.reshape(-1).to("cpu"), return_inverse=True)
+        rows = self.client.pull(unique).to(self.client.session.device)
+        if torch.is_grad_enabled():
+            rows.requires_grad_(True)
+            self.client.touched.append(_Touched(unique, rows))
+        return rows[inverse.to(rows.device)].view(*ids.shape, self.client.spec.dim)
