@@ -63,6 +63,12 @@ def rss_bytes(pid: int) -> dict[str, int]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     import socket
 
@@ -101,6 +107,12 @@ class Stage:
         started = time.monotonic()
         self.cluster.kubectl(*args, input_text=input_text, timeout=600)
         return time.monotonic() - started
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by the operator and by each process of the cluster."""
+        processes = [*self.cluster.plane.processes, self.cluster.agent]
+        used = {p.name: cpu_seconds(p.pid) for p in processes}
+        return {"psjob-operator": cpu_seconds(self.operator_pid), **used}
 
     def recorder(self, namespace: str) -> Recorder:
         return Recorder(self.api, namespace)

@@ -45,6 +45,10 @@ def _first(data: Recorded, job: str, holds: Callable[[JobSnapshot], bool]) -> fl
     return next((t for t, s in data.jobs.get(job, []) if holds(s)), None)
 
 
+def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before[name], 2) for name in after}
+
+
 def _settled_requests(stage: Stage, before: Any) -> Any:
     time.sleep(SETTLE_SECONDS)
     return delta(before, request_counts(stage.api))
@@ -59,10 +63,12 @@ def reference_run(stage: Stage, servers: int, workers: int, jobs: int = 1) -> Re
     recorder = stage.recorder(REFERENCE_NAMESPACE)
     try:
         before = request_counts(stage.api)
+        cpu_before = stage.cpu()
         started = time.monotonic()
         kubectl_seconds = stage.kubectl("create", "-f", "-", input_text=rendered)
         recorder.wait("all objects created", lambda d: _all_pods(d, pods, services), TIMEOUT)
         recorder.wait("all pods Running", lambda d: _all_running(d, pods), TIMEOUT)
+        cpu = _cpu_delta(cpu_before, stage.cpu())
         requests = _settled_requests(stage, before)
         data = recorder.data
         created = max([p.added for p in data.pods.values()] + list(data.services.values()))
@@ -78,6 +84,7 @@ def reference_run(stage: Stage, servers: int, workers: int, jobs: int = 1) -> Re
         "kubectl_seconds": kubectl_seconds,
         "created_seconds": created - started,
         "running_seconds": running - started,
+        "cpu_seconds": cpu,
         "requests": summary(requests, jobs),
     }
 
@@ -96,6 +103,7 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
     recorder = stage.recorder(OPERATOR_NAMESPACE)
     try:
         before = request_counts(stage.api)
+        cpu_before = stage.cpu()
         started = time.monotonic()
         text = yaml.safe_dump(job_manifest(name, servers, workers))
         stage.kubectl("apply", "-n", OPERATOR_NAMESPACE, "-f", "-", input_text=text)
@@ -104,6 +112,7 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
             "status: all active", lambda d: _first(d, name, complete) is not None, TIMEOUT
         )
         recorder.wait("status: all ready", lambda d: _first(d, name, ready) is not None, TIMEOUT)
+        cpu = _cpu_delta(cpu_before, stage.cpu())
         requests = _settled_requests(stage, before)
         data = recorder.data
         created = max([p.added for p in data.pods.values()] + list(data.services.values()))
@@ -124,6 +133,7 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
         "ready_seconds": ready_at - started,
         "running_seconds": running - started,
         "status_versions_seen": status_writes,
+        "cpu_seconds": cpu,
         "operator_rss_bytes": memory.get("VmRSS", 0),
         "requests": summary(requests, 1),
     }
@@ -206,6 +216,7 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
     recorder = stage.recorder(OPERATOR_NAMESPACE)
     try:
         before = request_counts(stage.api)
+        cpu_before = stage.cpu()
         started = time.monotonic()
         stage.kubectl("apply", "-n", OPERATOR_NAMESPACE, "-f", "-", input_text=text)
         recorder.wait(
@@ -214,6 +225,7 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
             TIMEOUT,
         )
         recorder.wait("all pods Running", lambda d: _all_running(d, pods), TIMEOUT)
+        cpu = _cpu_delta(cpu_before, stage.cpu())
         requests = _settled_requests(stage, before)
         data = recorder.data
         jobs_running = max(_first(data, n, running) or 0.0 for n in names) - started
@@ -240,6 +252,7 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
         "pods": pods,
         "jobs_running_seconds": jobs_running,
         "pods_running_seconds": pods_running,
+        "cpu_seconds": cpu,
         "operator_rss_bytes": memory.get("VmRSS", 0),
         "operator_peak_rss_bytes": memory.get("VmHWM", 0),
         "requests": summary(requests, jobs),
