@@ -120,12 +120,24 @@ class Transfer:
         return PeerLostError(f"lost {self.peer_name} ({self.what}): {reason}")
 
 
+@dataclass
+class ByteCounts:
+    """Bytes handed to gloo per tag, each way: what benchmarks and tests measure on the wire."""
+
+    sent: dict[int, int] = field(default_factory=dict)
+    received: dict[int, int] = field(default_factory=dict)
+
+    def add(self, into: dict[int, int], tag: int, tensor: torch.Tensor) -> None:
+        into[tag] = into.get(tag, 0) + tensor.numel() * tensor.element_size()
+
+
 @dataclass(frozen=True)
 class Transport:
     """Sends and receives whole messages to named peers of the job."""
 
     ctx: JobContext
     chunk_bytes: int = MAX_CHUNK_BYTES
+    counts: ByteCounts = field(default_factory=ByteCounts)
 
     @property
     def timeout(self) -> datetime.timedelta:
@@ -135,6 +147,7 @@ class Transport:
         """Start sending `tensor` to rank `dst`; call `.wait()` before touching it again."""
         group = dist.group.WORLD
         assert group is not None, "join_group() must run first"
+        self.counts.add(self.counts.sent, tag, tensor)
         return Transfer(
             post=lambda chunk: group.send([chunk], dst, tag),
             chunks=_chunks(tensor, self.chunk_bytes),
@@ -147,6 +160,7 @@ class Transport:
         """Start receiving into `tensor` from rank `src`; `.wait()` before reading it."""
         group = dist.group.WORLD
         assert group is not None, "join_group() must run first"
+        self.counts.add(self.counts.received, tag, tensor)
         return Transfer(
             post=lambda chunk: group.recv([chunk], src, tag),
             chunks=_chunks(tensor, self.chunk_bytes),

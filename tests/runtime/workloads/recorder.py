@@ -71,6 +71,9 @@ def main() -> None:
         print(f"step {step} done", flush=True)
         if session.worker_index == config.slow_worker:
             time.sleep(config.slow_seconds)
+    counts = session.transport.counts
+    wire = {"sent": dict(counts.sent), "received": dict(counts.received)}
+    traffic = None if table is None else dict(vars(table.traffic))
     rows = None
     if table is not None:
         with torch.no_grad():
@@ -82,7 +85,8 @@ def main() -> None:
         "losses": [losses[s] for s in sorted(losses)],
         "params": params,
         "rows": rows,
-        "traffic": None if table is None else vars(table.traffic),
+        "traffic": traffic,
+        "wire": wire,
         "max_lead": [s.max_lead for s in stats],
     }
     torch.save(record, Path(config.out) / f"worker-{session.worker_index}.pt")
