@@ -1,8 +1,10 @@
 """Helpers for the runtime tests: run whole jobs through the local launcher, as users do."""
 
 import json
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,3 +42,19 @@ def run_recorder(tmp_path: Path, *options: str, **config: Any) -> JobResult:
         for path in sorted(tmp_path.glob("worker-*.pt"))
     }
     return JobResult(done.returncode, done.stdout + done.stderr, records)
+
+
+def wait_for_text(path: Path, text: str, limit: float = 180.0) -> str:
+    """Poll a log file until `text` appears; return the log."""
+    deadline = time.monotonic() + limit
+    while text not in (content := path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}:\n{content}"
+        time.sleep(0.1)
+    return content
+
+
+def pid_of(log: str, name: str) -> int:
+    """The pid the launcher printed for process `name` (e.g. server-1)."""
+    match = re.search(rf"started {name} \(rank \d+\) pid (\d+)", log)
+    assert match, log
+    return int(match.group(1))
