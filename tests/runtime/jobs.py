@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from psjob_runtime.launch import ProcessPlan
 
 WORKLOADS = Path(__file__).parent / "workloads"
 RECORDER = WORKLOADS / "recorder.py"
@@ -58,3 +59,17 @@ def pid_of(log: str, name: str) -> int:
     match = re.search(rf"started {name} \(rank \d+\) pid (\d+)", log)
     assert match, log
     return int(match.group(1))
+
+
+def start_plans(
+    plans: list[ProcessPlan], folder: Path
+) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, Path]]:
+    """Start a planned job's processes without the launcher (so each one's exit code is seen)."""
+    logs = {plan.name: folder / f"{plan.name}.log" for plan in plans}
+    procs = {}
+    for plan in plans:
+        with logs[plan.name].open("w") as out:
+            procs[plan.name] = subprocess.Popen(
+                plan.argv, env=plan.env, stdout=out, stderr=subprocess.STDOUT
+            )
+    return procs, logs

@@ -1,0 +1,64 @@
+"""What a lost peer does to a job, by mode: sync stops everyone for a restart, async goes on."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from psjob_runtime.errors import ExitCode
+from psjob_runtime.launch import plan_job
+from psjob_runtime.training import TrainingSettings
+
+from tests.runtime.jobs import RECORDER, start_plans, wait_for_text
+
+TIMEOUT_SECONDS = 60
+
+
+def settings(tmp_path: Path, mode: str, **config: object) -> TrainingSettings:
+    return TrainingSettings.model_validate(
+        {
+            "mode": mode,
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "config": {"out": str(tmp_path), **config},
+        }
+    )
+
+
+@pytest.mark.slow
+def test_a_dead_server_makes_every_other_process_exit_retryable(tmp_path: Path) -> None:
+    plans = plan_job(
+        2, 2, settings(tmp_path, "sync", steps=100000), [sys.executable, str(RECORDER)]
+    )
+    procs, logs = start_plans(plans, tmp_path)
+    try:
+        wait_for_text(logs["worker-1"], "step 3 done")
+        procs["server-1"].kill()
+        killed_at = time.monotonic()
+        others = ("server-0", "worker-0", "worker-1")
+        codes = {name: procs[name].wait(TIMEOUT_SECONDS) for name in others}
+        elapsed = time.monotonic() - killed_at
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    assert codes == dict.fromkeys(others, ExitCode.RETRYABLE)
+    assert elapsed < TIMEOUT_SECONDS
+    assert "lost server 1 (rank 1)" in logs["worker-0"].read_text()
+
+
+@pytest.mark.slow
+def test_async_drops_a_dead_worker_and_the_others_finish(tmp_path: Path) -> None:
+    training = settings(tmp_path, "async", steps=60, slow_worker=0, slow_seconds=0.05)
+    plans = plan_job(1, 2, training, [sys.executable, str(RECORDER)])
+    procs, logs = start_plans(plans, tmp_path)
+    try:
+        wait_for_text(logs["worker-1"], "step 3 done")
+        procs["worker-1"].kill()
+        codes = {name: procs[name].wait(TIMEOUT_SECONDS) for name in ("server-0", "worker-0")}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    server_log = logs["server-0"].read_text()
+    assert codes == {"server-0": 0, "worker-0": 0}, server_log
+    assert "dropped worker 1" in server_log
+    assert "dropped workers [1]" in server_log
+    assert (tmp_path / "worker-0.pt").exists()
