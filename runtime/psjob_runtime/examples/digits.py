@@ -76,6 +76,9 @@ def main() -> None:
     step = 0
     for _ in range(config.epochs):
         for x, y in loader:
+            if step < session.start_step:  # resumed from a checkpoint: these are applied
+                step += 1
+                continue
             optimizer.zero_grad()
             loss = loss_fn(model(x.to(session.device)), y.to(session.device))
             loss.backward()
