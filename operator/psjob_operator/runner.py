@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import kopf
 
 from psjob_operator import handlers, health
-from psjob_operator.leader import LeaderElector, LostLeadershipError
+from psjob_operator.leader import LeaderElector
 
 log = logging.getLogger("psjob.operator")
 
@@ -87,6 +87,3 @@ async def _operate(
         log.error("stopping: %s", keeping.exception())
         return EXIT_LOST_LEADERSHIP
     return 0
-
-
-__all__ = ["LostLeadershipError", "OperatorOptions", "run"]

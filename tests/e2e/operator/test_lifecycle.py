@@ -219,3 +219,13 @@ def test_gang_scheduling_without_a_pod_group_crd_says_so_and_still_runs(
     assert group is not None and group["status"] == "False"
     assert "not installed" in group["message"]
     assert "PodGroupUnavailable" in {e["reason"] for e in psjobs.events("gang")}
+
+
+def test_a_template_the_api_server_refuses_fails_the_job_with_its_reason(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(job_manifest("broken", workers={"template": {"spec": {"dnsPolicy": "Bogus"}}}))
+    psjobs.wait_phase("broken", "Failed", timeout=60)
+    failed = psjobs.condition("broken", "Failed")
+    assert failed is not None and failed["reason"] == "InvalidPodTemplate"
+    assert "dnsPolicy" in failed["message"]
