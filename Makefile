@@ -113,6 +113,17 @@ bench-runtime: venv ## Runtime benchmarks: push+pull vs raw gloo, mnist_cnn samp
 	$(PY) bench/runtime/push_pull.py
 	$(PY) bench/runtime/throughput.py
 
+.PHONY: ctr
+ctr: venv ## Train the ctr example: a 10M x 16 table on 2 servers + 2 workers (sync), AUC within 0.02 of the hidden model's
+	$(PY) -m psjob_runtime.launch --servers 2 --workers 2 --mode sync --optimizer adagrad --lr 0.05 \
+		--config '{"maxAucGap": 0.02}' -- $(PY) -m psjob_runtime.examples.ctr
+
+.PHONY: bench-runtime-sparse
+bench-runtime-sparse: venv ## Table bytes per step vs theory, checkpoint write vs raw write, ctr samples/s with 1 and 2 servers (bench/README.md)
+	$(PY) bench/runtime/sparse_traffic.py
+	$(PY) bench/runtime/checkpoint_write.py
+	$(PY) bench/runtime/ctr_throughput.py
+
 # --- benchmarks (bench/README.md) ---
 BENCH_OPERATOR_ARGS = $(if $(QUICK),--quick)
 
