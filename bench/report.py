@@ -223,6 +223,24 @@ def requests_table(f: dict[str, dict[int, float]], many: Run) -> list[str]:
     return lines
 
 
+CPU_COLUMNS = ("psjob-operator", "kube-apiserver", "etcd", "kube-scheduler", "node-agent")
+
+
+def cpu_table(pairs: list[tuple[str, Run | None]]) -> list[str]:
+    """CPU seconds each process used during a run: where the machine's 2 cores went."""
+    lines = [_row(["run", *CPU_COLUMNS]), _row(["---", *["---:"] * len(CPU_COLUMNS)])]
+    for label, run in pairs:
+        used = (run or {}).get("cpu_seconds")
+        if used:
+            lines.append(_row([label, *(f"{used.get(name, 0.0):.1f}" for name in CPU_COLUMNS)]))
+    return lines if len(lines) > 2 else []
+
+
+def _largest(runs: list[Run]) -> Run | None:
+    """The last run of the largest size (the median is in the tables; this shows one run)."""
+    return max(runs, key=lambda r: r["pods"], default=None)
+
+
 def _flat(f: dict[str, dict[int, float]]) -> bool:
     sizes = sorted(f["created"])
     if len(sizes) < 2:
@@ -281,9 +299,9 @@ def operator_section(result: Run) -> list[str]:
     return [
         "## Operator (bench/operator/)",
         "",
-        f"`{result['command']}` (what `make bench-operator` runs"
-        f"{'; QUICK=1: one repeat' if result['quick'] else '; medians of the repeats'}) on "
-        f"{result['date']}, {result['wall_seconds']:.0f} s. Machine: {machine['cores']} cores "
+        f"Run: `{result['command']}` (medians of {result.get('repeats', 1)} alternating "
+        f"repeat(s)) on {result['date']}, {result['wall_seconds']:.0f} s. "
+        f"Machine: {machine['cores']} cores "
         f"({machine['cpu']}), {machine['memory_gib']} GiB, Python {machine['python']}, "
         f"kube-apiserver {machine['kube_apiserver']} (local no-run cluster, docs/cluster.md), "
         f"kopf {machine['kopf']}, kubernetes client {machine['kubernetes_client']}. Load average "
@@ -369,6 +387,17 @@ def operator_section(result: Run) -> list[str]:
         "and kubectl's own.",
         "",
         *requests_table(f, many),
+        "",
+        "### CPU seconds per process during one run",
+        "",
+        *cpu_table(
+            [
+                (f"one job of {big} pods: operator", _largest(growth["operator"])),
+                (f"one job of {big} pods: kubectl reference", _largest(growth["reference"])),
+                (f"{many['jobs']} jobs: operator", many),
+                (f"{many['jobs']} jobs: kubectl reference", reference),
+            ]
+        ),
         "",
     ]
 

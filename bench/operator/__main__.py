@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": shlex.join(["python", "-m", "bench.operator", *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
+        "repeats": args.repeats,
         "machine": _machine(),
         "load_before": os.getloadavg(),
         "growth": {"reference": [], "operator": []},

@@ -25,7 +25,7 @@ WAITING = (
 )
 """Innermost frames of a thread that is blocked, not working."""
 INTERESTING = re.compile(
-    r"psjob_operator/|kopf/_core/reactor/processing|kopf/_cogs/configs/diffbase|copy\.py"
+    r"psjob_operator/(?!cli\.py)|kopf/_core/reactor/processing|kopf/_cogs/configs/diffbase|copy\.py"
     r"|HTTPSConnection\.connect|SSLSocket\.do_handshake|BaseModel\.model_(dump|validate)"
 )
 
