@@ -34,7 +34,11 @@ OPERATOR_WRITES: frozenset[RequestKind] = frozenset(
 def request_counts(api: client.ApiClient) -> Counter[RequestKind]:
     """The API server's request counters now, summed over response codes and scopes."""
     response: Any = api.call_api("GET", f"{api.configuration.host}/metrics")
-    text = response.read().decode()
+    return parse_request_counts(response.read().decode())
+
+
+def parse_request_counts(text: str) -> Counter[RequestKind]:
+    """`apiserver_request_total` samples of a Prometheus text page, by request kind."""
     counts: Counter[RequestKind] = Counter()
     for line in text.splitlines():
         match = _SAMPLE.match(line)
