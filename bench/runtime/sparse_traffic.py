@@ -86,9 +86,12 @@ def main() -> None:
         f"{'direction':>10} {'measured':>12} {'theory':>12} {'measured/theory':>16} "
         f"{'dense-equivalent':>17} {'dense/measured':>15}"
     )
-    for name, measured, theory in (("push+ids", out, theory_out), ("pull rows", back, theory_in)):
+    for name, measured, theory in (
+        ("to servers", out, theory_out),
+        ("from servers", back, theory_in),
+    ):
         print(
-            f"{name:>10} {measured / 1e3:>10.1f}kB {theory / 1e3:>10.1f}kB "
+            f"{name:>13} {measured / 1e3:>10.1f}kB {theory / 1e3:>10.1f}kB "
             f"{measured / theory:>16.3f} {dense_equivalent / 1e6:>15.0f}MB "
             f"{dense_equivalent / measured:>15,.0f}"
         )
