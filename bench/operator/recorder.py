@@ -99,26 +99,59 @@ class Recorder:
     # --- the watches ---------------------------------------------------------------------------
 
     def _events(self, list_call: Callable[..., Any], *args: Any) -> Iterator[tuple[str, Any]]:
-        """Start from an empty-or-current list, then stream; the first call signals readiness."""
-        listed = json.loads(list_call(*args, _preload_content=False).data)
-        for item in listed["items"]:
-            yield "ADDED", item
-        response = list_call(
-            *args,
-            watch=True,
-            resource_version=listed["metadata"]["resourceVersion"],
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-        )
-        self._responses.append(response)
-        self._ready.wait(timeout=30)
-        try:
-            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                event = json.loads(line)
-                yield event["type"], event["object"]
-        except Exception:
+        """Like a reflector: list ("LISTED", items), then watch from the list's version; list
+        and watch again whenever the server ends the watch. The first watch signals readiness."""
+        first = True
+        while not self._stopping.is_set():
+            listed = json.loads(list_call(*args, _preload_content=False).data)
+            yield "LISTED", listed["items"]
+            response = list_call(
+                *args,
+                watch=True,
+                resource_version=listed["metadata"]["resourceVersion"],
+                timeout_seconds=WATCH_SECONDS,
+                _preload_content=False,
+            )
+            self._responses.append(response)
+            if first:
+                self._ready.wait(timeout=30)
+                first = False
+            try:
+                for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                        break
+                    yield event["type"], event["object"]
+            except Exception as error:  # the connection dropped: list again
+                if self._stopping.is_set():
+                    return
+                print(f"recorder: watch of {args} failed ({error!r}), listing again", flush=True)
             if not self._stopping.is_set():
-                raise
+                print(f"recorder: watch of {args} ended, listing again", flush=True)
+
+    def _follow(
+        self,
+        list_call: Callable[..., Any],
+        args: tuple[Any, ...],
+        seen: Callable[[float, str, Any], None],
+        present: Callable[[], set[str]],
+    ) -> None:
+        """Feed every event to `seen(now, kind, object)`; after a list, forget what is gone."""
+        for kind, payload in self._events(list_call, *args):
+            if kind != "LISTED":
+
+                def changed(now: float, kind: str = kind, obj: Any = payload) -> None:
+                    seen(now, kind, obj)
+
+                self._record(changed)
+                continue
+
+            def relisted(now: float, items: list[Any] = payload) -> None:
+                for item in items:
+                    seen(now, "ADDED", item)
+                present().intersection_update({item["metadata"]["name"] for item in items})
+
+            self._record(relisted)
 
     def _record(self, apply: Callable[[float], None]) -> None:
         with self.changed:
@@ -126,53 +159,56 @@ class Recorder:
             self.changed.notify_all()
 
     def _watch_pods(self) -> None:
-        for kind, pod in self._events(self.core.list_namespaced_pod, self.namespace):
-            name, phase = pod["metadata"]["name"], pod.get("status", {}).get("phase")
-
-            def apply(now: float, kind: str = kind, name: str = name, phase: Any = phase) -> None:
-                data = self.data
-                if kind == "DELETED":
-                    data.present_pods.discard(name)
-                    return
-                if name not in data.present_pods:
-                    data.present_pods.add(name)
-                    data.pods[name] = PodTimes(added=now)
-                times = data.pods[name]
-                if phase == "Running" and times.running is None:
-                    times.running = now
-
-            self._record(apply)
+        self._follow(
+            self.core.list_namespaced_pod,
+            (self.namespace,),
+            self._pod_seen,
+            lambda: self.data.present_pods,
+        )
 
     def _watch_services(self) -> None:
-        for kind, service in self._events(self.core.list_namespaced_service, self.namespace):
-            name = service["metadata"]["name"]
-            if kind == "ADDED":
-
-                def apply(now: float, name: str = name) -> None:
-                    self.data.services.setdefault(name, now)
-
-                self._record(apply)
+        self._follow(
+            self.core.list_namespaced_service,
+            (self.namespace,),
+            self._service_seen,
+            set,
+        )
 
     def _watch_jobs(self) -> None:
-        list_jobs = self.custom.list_namespaced_custom_object
-        for kind, job in self._events(list_jobs, GROUP, VERSION, self.namespace, PLURAL):
-            name, status = job["metadata"]["name"], job.get("status") or {}
-            snapshot = JobSnapshot(
-                status.get("phase"),
-                Counts.of(status.get("servers")),
-                Counts.of(status.get("workers")),
-            )
+        self._follow(
+            self.custom.list_namespaced_custom_object,
+            (GROUP, VERSION, self.namespace, PLURAL),
+            self._job_seen,
+            lambda: self.data.present_jobs,
+        )
 
-            def apply(
-                now: float, kind: str = kind, name: str = name, snapshot: JobSnapshot = snapshot
-            ) -> None:
-                data = self.data
-                if kind == "DELETED":
-                    data.present_jobs.discard(name)
-                    return
-                data.present_jobs.add(name)
-                history = data.jobs.setdefault(name, [])
-                if not history or history[-1][1] != snapshot:
-                    history.append((now, snapshot))
+    # --- what an event means (called with `changed` held) ----------------------------------------
 
-            self._record(apply)
+    def _pod_seen(self, now: float, kind: str, pod: Any) -> None:
+        data, name = self.data, pod["metadata"]["name"]
+        if kind == "DELETED":
+            data.present_pods.discard(name)
+            return
+        if name not in data.present_pods:
+            data.present_pods.add(name)
+            data.pods[name] = PodTimes(added=now)
+        times = data.pods[name]
+        if (pod.get("status") or {}).get("phase") == "Running" and times.running is None:
+            times.running = now
+
+    def _service_seen(self, now: float, kind: str, service: Any) -> None:
+        self.data.services.setdefault(service["metadata"]["name"], now)
+
+    def _job_seen(self, now: float, kind: str, job: Any) -> None:
+        data, name = self.data, job["metadata"]["name"]
+        if kind == "DELETED":
+            data.present_jobs.discard(name)
+            return
+        status = job.get("status") or {}
+        snapshot = JobSnapshot(
+            status.get("phase"), Counts.of(status.get("servers")), Counts.of(status.get("workers"))
+        )
+        data.present_jobs.add(name)
+        history = data.jobs.setdefault(name, [])
+        if not history or history[-1][1] != snapshot:
+            history.append((now, snapshot))
