@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from tests.e2e.operator.support import ROOT, OperatorProcess, PSJobs
+from tests.e2e.operator.support import ROOT, OperatorProcess, PSJobs, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -34,3 +36,30 @@ def test_digits_example_trains_to_succeeded(operator: OperatorProcess, psjobs: P
     assert accuracy, log[-2000:]
     manifest = yaml.safe_load((ROOT / "examples/digits.yaml").read_text())
     assert manifest["metadata"]["name"] == "digits"
+
+
+def test_a_server_deleted_mid_training_restarts_the_job_from_its_checkpoint(
+    operator: OperatorProcess, psjobs: PSJobs, tmp_path: Path
+) -> None:
+    checkpoints = tmp_path / "checkpoints"
+    job = yaml.safe_load((ROOT / "examples/digits.yaml").read_text())
+    job["spec"]["training"]["checkpoint"] = {"dir": str(checkpoints), "everySteps": 20}
+    job["spec"]["training"]["config"] = {"epochs": 60, "minAccuracy": 0.95}
+    psjobs.apply(job)
+    eventually(lambda: any(checkpoints.glob("step-*/server-1-of-2.pt")), "a checkpoint", 120)
+    psjobs.core.delete_namespaced_pod("digits-server-1", psjobs.namespace)
+    psjobs.cluster.kubectl(
+        "wait",
+        "-n",
+        psjobs.namespace,
+        "--for=condition=Succeeded",
+        "psjob/digits",
+        "--timeout=300s",
+        timeout=320,
+    )
+    status = psjobs.status("digits")
+    assert status["restartCount"] == 1 and status["attempt"] == 1
+    server_log = psjobs.cluster.kubectl("logs", "-n", psjobs.namespace, "digits-server-0").stdout
+    assert "restored checkpoint step" in server_log, server_log[-2000:]
+    worker_log = psjobs.cluster.kubectl("logs", "-n", psjobs.namespace, "digits-worker-0").stdout
+    assert "test accuracy" in worker_log
