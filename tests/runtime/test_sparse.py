@@ -60,7 +60,9 @@ def one_process(name: str, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "servers"), [("sgd", 2), ("adagrad", 2), ("adam", 2), ("adam", 1), ("adam", 3)]
+    # Every optimizer, and 1, 2 and 3 servers: all against the same one-process reference.
+    ("name", "servers"),
+    [("sgd", 2), ("adagrad", 2), ("adam", 1), ("adam", 3)],
 )
 def test_sparse_training_matches_one_process(tmp_path: Path, name: str, servers: int) -> None:
     flags = OPTIMIZERS[name][0]
