@@ -14,6 +14,7 @@ the dense slice: in sync mode they are averaged over the round's workers and app
 """
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -93,6 +94,10 @@ class Gate(ABC):
     def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         """Take `grad` (valid until this returns) and `sparse`; return the parameters to send."""
 
+    @abstractmethod
+    def settle(self, quiet_seconds: float, limit_seconds: float) -> None:
+        """Bring the state to a step every server can agree on before a final checkpoint."""
+
     def leave(self, worker: int) -> ServerStats:
         with self.cond:
             self.active.discard(worker)
@@ -120,10 +125,34 @@ class SyncGate(Gate):
         self.pending_sparse: dict[int, SparseGrads] = {}
         self.sum = torch.zeros_like(params)
         self.round = 0
+        self.holding = False
+        """Set by settle(): replies are withheld from then on, so no worker starts a new step."""
 
     def restore(self, updates: int, clock: list[int]) -> None:
         super().restore(updates, clock)
         self.round = updates
+
+    def settle(self, quiet_seconds: float, limit_seconds: float) -> None:
+        """Withhold replies, then let the round in progress close (or none start).
+
+        At any moment the servers' rounds differ by at most one: a worker pushes step k only
+        after every server closed round k. When all servers are stopped at once (the job's pods
+        deleted), one that is a round behind has, or is about to get, every worker's push of
+        that round; it closes it and catches up. Withholding replies keeps any server from
+        moving further. So every server ends on the same round, and the SIGTERM checkpoints form
+        a complete one. A round that does not close within `limit_seconds` (a worker is gone)
+        is left open: the checkpoint then holds the last closed round.
+        """
+        deadline = time.monotonic() + limit_seconds
+        with self.cond:
+            self.holding = True
+            start_round, quiet_since = self.round, time.monotonic()
+            while self.round == start_round and time.monotonic() < deadline:
+                if self.pending:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= quiet_seconds:
+                    return
+                self.cond.wait(0.05)
 
     def current(self, worker: int) -> torch.Tensor:
         # Parameters change only when a round closes, and a round needs this worker's next
@@ -139,6 +168,8 @@ class SyncGate(Gate):
                 self._close_round()
             else:
                 self.cond.wait_for(lambda: self.round != my_round)
+            # Once settle() holds replies, this thread waits until the process exits.
+            self.cond.wait_for(lambda: not self.holding)
             return self.params.detach()
 
     def _close_round(self) -> None:
@@ -191,6 +222,9 @@ class AsyncGate(Gate):
 
     def _on_leave(self) -> None:
         """Nobody waits for anybody in async; ssp's waiters re-check on the notify."""
+
+    def settle(self, quiet_seconds: float, limit_seconds: float) -> None:
+        """Servers' update counts never line up in async and ssp: checkpoint as they are."""
 
 
 class StaleSynchronousGate(AsyncGate):

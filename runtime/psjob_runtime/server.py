@@ -44,6 +44,12 @@ from psjob_runtime.wire import (
     new_header_buffer,
 )
 
+SETTLE_QUIET_SECONDS = 1.0
+"""On SIGTERM in sync mode: how long no push may arrive before the round counts as settled."""
+SETTLE_LIMIT_SECONDS = 10.0
+"""On SIGTERM: the most the server waits for the round in progress; well inside the default
+30 s grace period, leaving the rest for writing the checkpoint."""
+
 
 class ModelMismatchError(PsjobError):
     """Workers disagree about the model; a restart would not fix that (exit code 1)."""
@@ -385,6 +391,8 @@ class ParameterServer:
             while self.failure is None and not self._done() and not self.terminate.is_set():
                 self.changed.wait(0.1)
         if self.terminate.is_set():
+            if self.gate is not None and self.checkpoint_root is not None:
+                self.gate.settle(SETTLE_QUIET_SECONDS, SETTLE_LIMIT_SECONDS)
             self.final_checkpoint("SIGTERM")
             raise TerminatedError(
                 f"server {self.ctx.replica_index}: SIGTERM; "

@@ -3,6 +3,7 @@ checkpoint falls back to the previous one; SIGTERM makes a server write a final 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from psjob_runtime.reslice import dense_share, table_share
 from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.training import TrainingSettings
 
-from tests.runtime.jobs import RECORDER, pid_of, run_recorder, wait_for_text
+from tests.runtime.jobs import RECORDER, pid_of, run_recorder, start_plans, wait_for_text
 
 ADAM = ["--optimizer", "adam", "--lr", "0.01"]
 
@@ -168,7 +169,8 @@ def test_a_killed_job_resumes_on_three_servers_and_ends_where_an_uninterrupted_r
 
 
 @pytest.mark.slow
-def test_sigterm_makes_a_server_write_its_final_checkpoint(tmp_path: Path) -> None:
+def test_sigterm_to_every_server_writes_one_complete_final_checkpoint(tmp_path: Path) -> None:
+    # The job's pods deleted at once: each server settles on the same round, then writes.
     training = TrainingSettings.model_validate(
         {
             "timeoutSeconds": 60,
@@ -176,25 +178,23 @@ def test_sigterm_makes_a_server_write_its_final_checkpoint(tmp_path: Path) -> No
             "config": {"out": str(tmp_path), "steps": 100000, "table_rows": 1000},
         }
     )
-    plans = plan_job(1, 1, training, [sys.executable, str(RECORDER)])
-    logs = {plan.name: tmp_path / f"{plan.name}.log" for plan in plans}
-    procs = {}
-    for plan in plans:
-        with logs[plan.name].open("w") as out:
-            procs[plan.name] = subprocess.Popen(
-                plan.argv, env=plan.env, stdout=out, stderr=subprocess.STDOUT
-            )
+    plans = plan_job(2, 2, training, [sys.executable, str(RECORDER)])
+    procs, logs = start_plans(plans, tmp_path)
     try:
-        wait_for_text(logs["worker-0"], "step 5 done")
-        procs["server-0"].send_signal(signal.SIGTERM)
-        code = procs["server-0"].wait(30)
+        wait_for_text(logs["worker-0"], "step 8 done")
+        for name in ("server-0", "server-1"):
+            procs[name].send_signal(signal.SIGTERM)
+        codes = [procs[name].wait(30) for name in ("server-0", "server-1")]
     finally:
         for proc in procs.values():
             proc.kill()
-    assert code == ExitCode.TERMINATED
-    server_log = logs["server-0"].read_text()
-    assert "(SIGTERM)" in server_log, server_log
+    assert codes == [ExitCode.TERMINATED, ExitCode.TERMINATED]
+    steps = [
+        re.findall(r"checkpoint step (\d+) \(SIGTERM\)", logs[name].read_text())
+        for name in ("server-0", "server-1")
+    ]
+    assert steps[0] == steps[1] and len(steps[0]) == 1, steps
     found = checkpoint.latest(tmp_path / "store")
-    assert found is not None and found.step >= 5
-    assert found.files[0]["worker_steps"] == [found.step]
-    assert len(found.files[0]["tables"][0]["rows"]) == 1000
+    assert found is not None and found.step == int(steps[0][0]) >= 8
+    assert found.num_servers == 2
+    assert [f["worker_steps"] for f in found.files] == [[found.step] * 2] * 2
