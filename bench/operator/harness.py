@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from localcluster.procs import ManagedProcess, start_process
 from localcluster.waiting import wait_for
 
 from bench.operator.recorder import GROUP, PLURAL, VERSION, Recorder
+from tests.e2e.operator.support import free_port, healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "psjob-bench"
@@ -67,23 +67,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (its threads included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -178,7 +161,7 @@ def _start_operator(
     cluster: LocalCluster, log_dir: Path, profile: Path | None
 ) -> tuple[ManagedProcess, int]:
     """The operator process and its pid; under `py-spy record` when `profile` names a file."""
-    port = _free_port()
+    port = free_port()
     spy = [] if profile is None else [str(Path(sys.executable).parent / "py-spy")]
     if spy:
         spy += ["record", "--rate", "100", "--format", "raw", "--threads", "-o", str(profile), "--"]
@@ -193,7 +176,7 @@ def _start_operator(
     ]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
     operator = start_process("psjob-operator", argv, log_dir / "operator.log", env=env)
-    wait_for(lambda: _healthy(port), "the operator's /healthz", timeout=60)
+    wait_for(lambda: healthy(port), "the operator's /healthz", timeout=60)
     return operator, _child_pid(operator.pid) if spy else operator.pid
 
 

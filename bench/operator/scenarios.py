@@ -41,6 +41,14 @@ def _all_running(data: Recorded, pods: int) -> bool:
     return sum(1 for p in data.pods.values() if p.running is not None) >= pods
 
 
+def _last_created(data: Recorded) -> float:
+    return max([p.added for p in data.pods.values()] + list(data.services.values()))
+
+
+def _last_running(data: Recorded) -> float:
+    return max(p.running or 0.0 for p in data.pods.values())
+
+
 def _first(data: Recorded, job: str, holds: Callable[[JobSnapshot], bool]) -> float | None:
     return next((t for t, s in data.jobs.get(job, []) if holds(s)), None)
 
@@ -71,8 +79,7 @@ def reference_run(stage: Stage, servers: int, workers: int, jobs: int = 1) -> Re
         cpu = _cpu_delta(cpu_before, stage.cpu())
         requests = _settled_requests(stage, before)
         data = recorder.data
-        created = max([p.added for p in data.pods.values()] + list(data.services.values()))
-        running = max(p.running or 0.0 for p in data.pods.values())
+        created, running = _last_created(data), _last_running(data)
     finally:
         recorder.stop()
     stage.clean(REFERENCE_NAMESPACE)
@@ -115,8 +122,7 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
         cpu = _cpu_delta(cpu_before, stage.cpu())
         requests = _settled_requests(stage, before)
         data = recorder.data
-        created = max([p.added for p in data.pods.values()] + list(data.services.values()))
-        running = max(p.running or 0.0 for p in data.pods.values())
+        created, running = _last_created(data), _last_running(data)
         active_at, ready_at = _first(data, name, complete), _first(data, name, ready)
         assert active_at is not None and ready_at is not None
         status_writes = len(data.jobs[name])
@@ -229,7 +235,7 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
         requests = _settled_requests(stage, before)
         data = recorder.data
         jobs_running = max(_first(data, n, running) or 0.0 for n in names) - started
-        pods_running = max(p.running or 0.0 for p in data.pods.values()) - started
+        pods_running = _last_running(data) - started
         start_latencies = _running_to_ready_latencies(data, names)
 
         with ThreadPoolExecutor(16) as pool:
