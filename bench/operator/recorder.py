@@ -9,6 +9,7 @@ a pod change is an honest upper bound of the operator's reaction time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -84,7 +85,8 @@ class Recorder:
     def stop(self) -> None:
         self._stopping.set()
         for response in list(self._responses):
-            response.shutdown()  # unblocks the reading thread (close() would wait for it)
+            with contextlib.suppress(RuntimeError):  # raised for a watch that already ended
+                response.shutdown()  # unblocks the reading thread (close() would wait for it)
 
     def wait(self, what: str, done: Callable[[Recorded], bool], timeout: float) -> None:
         """Block until `done(data)` holds (checked after every event); TimeoutError names `what`."""
@@ -126,6 +128,7 @@ class Recorder:
                 if self._stopping.is_set():
                     return
                 print(f"recorder: watch of {args} failed ({error!r}), listing again", flush=True)
+            self._responses.remove(response)
             if not self._stopping.is_set():
                 print(f"recorder: watch of {args} ended, listing again", flush=True)
 
