@@ -25,7 +25,13 @@ from psjob_operator.kube import CONFLICT, Kube, Manifest
 from psjob_operator.models import ConditionType, Phase, PSJob
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, decide, fail_now
-from psjob_operator.render import gang_scheduler, render_pod, render_pod_group, render_services
+from psjob_operator.render import (
+    gang_scheduler,
+    render_pod,
+    render_pod_group,
+    render_services,
+    spec_hash,
+)
 
 log = logging.getLogger("psjob.operator")
 
@@ -57,6 +63,12 @@ def _newer(candidate: Manifest, cached: Manifest | None) -> bool:
         return True
 
 
+def _same_version(a: Manifest, b: Manifest) -> bool:
+    return bool(a["metadata"].get("resourceVersion")) and (
+        a["metadata"].get("resourceVersion") == b["metadata"].get("resourceVersion")
+    )
+
+
 class Reconciler:
     def __init__(self, kube: Kube, api_threads: int = 16) -> None:
         self.kube = kube
@@ -79,7 +91,10 @@ class Reconciler:
             self.jobs.pop(key, None)
             self._forget(key)
             return
-        if _newer(body, self.jobs.get(key)):
+        cached = self.jobs.get(key)
+        if cached is not None and _same_version(body, cached):
+            return  # the echo of this reconciler's own status write: already acted on
+        if _newer(body, cached):
             self.jobs[key] = body
         self.trigger(key)
 
@@ -236,7 +251,10 @@ class Reconciler:
         }
         attempt = decision.status.attempt
         uid = job.metadata.uid or ""
-        manifests = [render_pod(job, role, index, attempt) for role, index in decision.create_pods]
+        digest = spec_hash(job)
+        manifests = [
+            render_pod(job, role, index, attempt, digest) for role, index in decision.create_pods
+        ]
         waiting = [
             self.created_at[(uid, m["metadata"]["name"], attempt)]
             for m in manifests

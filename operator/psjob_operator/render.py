@@ -151,7 +151,10 @@ def _main_container(
     return container
 
 
-def render_pod(job: PSJob, role: Role, index: int, attempt: int = 0) -> Manifest:
+def render_pod(
+    job: PSJob, role: Role, index: int, attempt: int = 0, digest: str | None = None
+) -> Manifest:
+    """One pod; `digest` is `spec_hash(job)`, passed in by callers that render many pods."""
     replica = job.spec.replica_spec(role)
     template = replica.template
     spec = copy.deepcopy(template.spec)
@@ -178,7 +181,7 @@ def render_pod(job: PSJob, role: Role, index: int, attempt: int = 0) -> Manifest
     annotations = {
         **template.metadata.annotations,
         ATTEMPT_ANNOTATION: str(attempt),
-        SPEC_HASH_ANNOTATION: spec_hash(job),
+        SPEC_HASH_ANNOTATION: digest or spec_hash(job),
     }
     gang = gang_scheduler(job)
     if gang is not None and gang.group_label:
@@ -243,8 +246,9 @@ def render_services(job: PSJob) -> list[Manifest]:
 
 
 def render_pods(job: PSJob, attempt: int = 0) -> list[Manifest]:
+    digest = spec_hash(job)
     return [
-        render_pod(job, role, index, attempt)
+        render_pod(job, role, index, attempt, digest)
         for role in Role
         for index in range(job.spec.replica_spec(role).replicas)
     ]
