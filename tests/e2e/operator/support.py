@@ -83,6 +83,22 @@ class PSJobs:
             "apply", "-n", self.namespace, "-f", "-", input_text=yaml.safe_dump(manifest)
         )
 
+    def kubectl_wait(self, name: str, condition: str, timeout: int) -> None:
+        """`kubectl wait --for=condition=...`, as a user waits for a job."""
+        self.cluster.kubectl(
+            "wait",
+            "-n",
+            self.namespace,
+            f"--for=condition={condition}",
+            f"psjob/{name}",
+            f"--timeout={timeout}s",
+            timeout=timeout + 20,
+        )
+
+    def logs(self, pod: str) -> str:
+        """`kubectl logs` of a pod, through the node agent's log endpoint."""
+        return self.cluster.kubectl("logs", "-n", self.namespace, pod).stdout
+
     def get(self, name: str) -> Manifest:
         job: Manifest = raw(
             self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name

@@ -22,9 +22,7 @@ def test_success_stops_servers_and_kubectl_wait_returns(
     operator: OperatorProcess, psjobs: PSJobs
 ) -> None:
     psjobs.apply(job_manifest("ok"))
-    psjobs.cluster.kubectl(
-        "wait", "-n", psjobs.namespace, "--for=condition=Succeeded", "psjob/ok", "--timeout=90s"
-    )
+    psjobs.kubectl_wait("ok", "Succeeded", timeout=90)
     status = psjobs.status("ok")
     assert status["phase"] == "Succeeded"
     assert status["workers"]["succeeded"] == 2

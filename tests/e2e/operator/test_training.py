@@ -16,22 +16,14 @@ def test_digits_example_trains_to_succeeded(operator: OperatorProcess, psjobs: P
     psjobs.cluster.kubectl(
         "apply", "-n", psjobs.namespace, "-f", str(ROOT / "examples/digits.yaml")
     )
-    psjobs.cluster.kubectl(
-        "wait",
-        "-n",
-        psjobs.namespace,
-        "--for=condition=Succeeded",
-        "psjob/digits",
-        "--timeout=300s",
-        timeout=320,
-    )
+    psjobs.kubectl_wait("digits", "Succeeded", timeout=300)
     status = psjobs.status("digits")
     assert status["workers"]["succeeded"] == 2
     servers = [r for r in status["replicas"] if r["role"] == "server"]
     assert len(servers) == 2
     assert all(r["phase"] in ("Succeeded", "Stopped") for r in servers)
     assert status["servers"]["failed"] == 0
-    log = psjobs.cluster.kubectl("logs", "-n", psjobs.namespace, "digits-worker-0").stdout
+    log = psjobs.logs("digits-worker-0")
     accuracy = [line for line in log.splitlines() if "accuracy" in line.lower()]
     assert accuracy, log[-2000:]
     manifest = yaml.safe_load((ROOT / "examples/digits.yaml").read_text())
@@ -48,18 +40,10 @@ def test_a_server_deleted_mid_training_restarts_the_job_from_its_checkpoint(
     psjobs.apply(job)
     eventually(lambda: any(checkpoints.glob("step-*/server-1-of-2.pt")), "a checkpoint", 120)
     psjobs.core.delete_namespaced_pod("digits-server-1", psjobs.namespace)
-    psjobs.cluster.kubectl(
-        "wait",
-        "-n",
-        psjobs.namespace,
-        "--for=condition=Succeeded",
-        "psjob/digits",
-        "--timeout=300s",
-        timeout=320,
-    )
+    psjobs.kubectl_wait("digits", "Succeeded", timeout=300)
     status = psjobs.status("digits")
     assert status["restartCount"] == 1 and status["attempt"] == 1
-    server_log = psjobs.cluster.kubectl("logs", "-n", psjobs.namespace, "digits-server-0").stdout
+    server_log = psjobs.logs("digits-server-0")
     assert "restored checkpoint step" in server_log, server_log[-2000:]
-    worker_log = psjobs.cluster.kubectl("logs", "-n", psjobs.namespace, "digits-worker-0").stdout
+    worker_log = psjobs.logs("digits-worker-0")
     assert "test accuracy" in worker_log
