@@ -22,7 +22,8 @@ from localcluster.tools import KUBERNETES_VERSION, cache_root, default_tools
 from psjob_operator.models import PSJob, Role
 from psjob_operator.observe import PodView
 from psjob_operator.plan import decide
-from psjob_operator.render import spec_hash
+
+from tests.support.pod_views import all_pod_views, pod_view
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "psjob-operator"
@@ -136,32 +137,6 @@ def _job(generation: int = 1, **spec: Any) -> PSJob:
     )
 
 
-def _pod(job: PSJob, role: Role, index: int, phase: str = "Running", **changes: Any) -> PodView:
-    view = PodView(
-        name=f"{job.metadata.name}-{role.value}-{index}",
-        role=role,
-        index=index,
-        attempt=job.status.attempt if job.status else 0,
-        spec_hash=spec_hash(job),
-        phase=phase,
-        deleting=False,
-        ready=phase == "Running",
-        exit_code={"Succeeded": 0}.get(phase),
-        reason=None,
-        message=None,
-        node="node-1",
-    )
-    return replace(view, **changes)
-
-
-def _pods(job: PSJob, phase: str = "Running") -> list[PodView]:
-    return [
-        _pod(job, Role.SERVER, 0, phase),
-        _pod(job, Role.WORKER, 0, phase),
-        _pod(job, Role.WORKER, 1, phase),
-    ]
-
-
 def _step(job: PSJob, pods: list[PodView], seconds: int = 0) -> PSJob:
     decision = decide(job, pods, T0 + timedelta(seconds=seconds))
     return job.model_copy(update={"status": decision.status})
@@ -176,22 +151,22 @@ def psjobs_in_every_phase() -> dict[str, dict[str, Any]]:
     """name -> PSJob object (as the API server would return it) in that situation."""
     fresh = _job()
     pending = _step(fresh, [])
-    created = _step(pending, _pods(pending, "Pending"))
-    running = _step(created, _pods(created))
-    not_ready = _pods(created)
+    created = _step(pending, all_pod_views(pending, "Pending"))
+    running = _step(created, all_pod_views(created))
+    not_ready = all_pod_views(created)
     not_ready[1] = replace(not_ready[1], ready=False)
     running_not_ready = _step(created, not_ready)
     finished_workers = [
-        _pod(running, Role.SERVER, 0),
-        _pod(running, Role.WORKER, 0, "Succeeded"),
-        _pod(running, Role.WORKER, 1, "Succeeded"),
+        pod_view(running, Role.SERVER, 0),
+        pod_view(running, Role.WORKER, 0, "Succeeded"),
+        pod_view(running, Role.WORKER, 1, "Succeeded"),
     ]
     succeeded = _step(running, finished_workers, 30)
-    crashed = _pods(running)
-    crashed[2] = _pod(running, Role.WORKER, 1, "Failed", exit_code=1)
+    crashed = all_pod_views(running)
+    crashed[2] = pod_view(running, Role.WORKER, 1, "Failed", exit_code=1)
     failed = _step(running, crashed, 30)
-    lost_peer = _pods(running)
-    lost_peer[1] = _pod(running, Role.WORKER, 0, "Failed", exit_code=75)
+    lost_peer = all_pod_views(running)
+    lost_peer[1] = pod_view(running, Role.WORKER, 0, "Failed", exit_code=75)
     restarting = _step(running, lost_peer, 30)
     suspend = running.spec.run_policy.model_copy(update={"suspend": True})
     to_suspend = running.model_copy(
@@ -200,7 +175,7 @@ def psjobs_in_every_phase() -> dict[str, dict[str, Any]]:
             "spec": running.spec.model_copy(update={"run_policy": suspend}),
         }
     )
-    suspended = _step(_step(to_suspend, _pods(running), 40), [], 41)
+    suspended = _step(_step(to_suspend, all_pod_views(running), 40), [], 41)
     spec_changed = running.model_copy(
         update={"metadata": running.metadata.model_copy(update={"generation": 2})}
     )

@@ -7,7 +7,8 @@ from typing import Any
 from psjob_operator.models import ConditionType, JobStatus, Phase, PSJob, Role
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, decide, restart_backoff
-from psjob_operator.render import spec_hash
+
+from tests.support.pod_views import all_pod_views, pod_view
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -22,32 +23,6 @@ def make_job(status: dict[str, Any] | None = None, **spec: Any) -> PSJob:
     if status is not None:
         body["status"] = status
     return PSJob.model_validate(body)
-
-
-def pod(job: PSJob, role: Role, index: int, phase: str = "Running", **changes: Any) -> PodView:
-    view = PodView(
-        name=f"j-{role.value}-{index}",
-        role=role,
-        index=index,
-        attempt=job.status.attempt if job.status else 0,
-        spec_hash=spec_hash(job),
-        phase=phase,
-        deleting=False,
-        ready=phase == "Running",
-        exit_code={"Succeeded": 0}.get(phase),
-        reason=None,
-        message=None,
-        node="node-1",
-    )
-    return replace(view, **changes)
-
-
-def all_pods(job: PSJob, phase: str = "Running") -> list[PodView]:
-    return [
-        pod(job, Role.SERVER, 0, phase),
-        pod(job, Role.WORKER, 0, phase),
-        pod(job, Role.WORKER, 1, phase),
-    ]
 
 
 def step(job: PSJob, pods: list[PodView], now: datetime = T0) -> tuple[PSJob, Decision]:
@@ -78,17 +53,17 @@ def test_a_new_job_creates_every_pod_and_is_pending() -> None:
 
 def test_pods_not_yet_seen_are_created_again_idempotently_and_nothing_else_happens() -> None:
     job, _ = step(make_job(), [])
-    job, decision = step(job, [pod(job, Role.SERVER, 0, "Pending")])
+    job, decision = step(job, [pod_view(job, Role.SERVER, 0, "Pending")])
     assert decision.create_pods == [(Role.WORKER, 0), (Role.WORKER, 1)]
     assert decision.delete_pods == []
 
 
 def test_running_and_ready_when_every_pod_runs() -> None:
     job, _ = step(make_job(), [])
-    job, decision = step(job, all_pods(job, "Pending"))
+    job, decision = step(job, all_pod_views(job, "Pending"))
     assert status_of(job).phase == Phase.CREATED
     assert [e.reason for e in decision.events] == ["Created"]
-    job, decision = step(job, all_pods(job))
+    job, decision = step(job, all_pod_views(job))
     assert status_of(job).phase == Phase.RUNNING
     assert condition(job, ConditionType.READY)[0] == "True"
     assert status_of(job).workers.summary == "2/2" and status_of(job).servers.ready == 1
@@ -98,19 +73,19 @@ def test_running_and_ready_when_every_pod_runs() -> None:
 
 def test_the_same_input_twice_changes_nothing() -> None:
     job, _ = step(make_job(), [])
-    job, _ = step(job, all_pods(job))
-    again, decision = step(job, all_pods(job), T0 + timedelta(minutes=5))
+    job, _ = step(job, all_pod_views(job))
+    again, decision = step(job, all_pod_views(job), T0 + timedelta(minutes=5))
     assert again.status == job.status
     assert decision.events == [] and decision.create_pods == [] and decision.delete_pods == []
 
 
 def test_success_stops_the_servers_and_reports_them_stopped() -> None:
     job, _ = step(make_job(), [])
-    job, _ = step(job, all_pods(job))
+    job, _ = step(job, all_pod_views(job))
     pods = [
-        pod(job, Role.SERVER, 0),
-        pod(job, Role.WORKER, 0, "Succeeded"),
-        pod(job, Role.WORKER, 1, "Succeeded"),
+        pod_view(job, Role.SERVER, 0),
+        pod_view(job, Role.WORKER, 0, "Succeeded"),
+        pod_view(job, Role.WORKER, 1, "Succeeded"),
     ]
     job, decision = step(job, pods, T0 + timedelta(seconds=30))
     assert status_of(job).phase == Phase.SUCCEEDED
@@ -118,7 +93,7 @@ def test_success_stops_the_servers_and_reports_them_stopped() -> None:
     assert condition(job, ConditionType.SUCCEEDED)[0] == "True"
     assert condition(job, ConditionType.READY)[0] == "True"
     # The server ends with SIGTERM (143): still "Stopped", never a failure.
-    pods[0] = pod(job, Role.SERVER, 0, "Failed", exit_code=143)
+    pods[0] = pod_view(job, Role.SERVER, 0, "Failed", exit_code=143)
     job, decision = step(job, pods, T0 + timedelta(seconds=31))
     assert [(r.role, r.phase) for r in status_of(job).replicas] == [
         ("server", "Stopped"),
@@ -132,9 +107,9 @@ def test_success_stops_the_servers_and_reports_them_stopped() -> None:
 def test_worker0_success_policy() -> None:
     job, _ = step(make_job(successPolicy="Worker0"), [])
     pods = [
-        pod(job, Role.SERVER, 0),
-        pod(job, Role.WORKER, 0, "Succeeded"),
-        pod(job, Role.WORKER, 1),
+        pod_view(job, Role.SERVER, 0),
+        pod_view(job, Role.WORKER, 0, "Succeeded"),
+        pod_view(job, Role.WORKER, 1),
     ]
     job, decision = step(job, pods)
     assert status_of(job).phase == Phase.SUCCEEDED
@@ -143,8 +118,8 @@ def test_worker0_success_policy() -> None:
 
 def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
     job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}), [])
-    pods = all_pods(job)
-    pods[2] = pod(job, Role.WORKER, 1, "Failed", exit_code=1)
+    pods = all_pod_views(job)
+    pods[2] = pod_view(job, Role.WORKER, 1, "Failed", exit_code=1)
     job, decision = step(job, pods)
     assert status_of(job).phase == Phase.FAILED
     status, reason, message = condition(job, ConditionType.FAILED)
@@ -157,8 +132,8 @@ def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
 
 def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:
     job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}), [])
-    pods = all_pods(job)
-    pods[1] = pod(job, Role.WORKER, 0, "Failed", exit_code=75)
+    pods = all_pod_views(job)
+    pods[1] = pod_view(job, Role.WORKER, 0, "Failed", exit_code=75)
     job, decision = step(job, pods)
     assert status_of(job).phase == Phase.RESTARTING
     assert status_of(job).restart_count == 1 and status_of(job).attempt == 1
@@ -178,8 +153,8 @@ def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:
 
 def test_the_backoff_is_waited_for() -> None:
     job, _ = step(make_job(), [])
-    pods = all_pods(job)
-    pods[0] = pod(job, Role.SERVER, 0, "Failed", exit_code=137)
+    pods = all_pod_views(job)
+    pods[0] = pod_view(job, Role.SERVER, 0, "Failed", exit_code=137)
     job, _ = step(job, pods)
     job, decision = step(job, [], T0 + timedelta(seconds=1))
     assert decision.create_pods == []
@@ -191,8 +166,8 @@ def test_backoff_limit_stops_the_restarts() -> None:
     for hour in (1, 2):
         later = T0 + timedelta(hours=hour)  # the back-off has long passed
         job, _ = step(job, [], later)
-        pods = all_pods(job)
-        pods[1] = pod(job, Role.WORKER, 0, "Failed", exit_code=75)
+        pods = all_pod_views(job)
+        pods[1] = pod_view(job, Role.WORKER, 0, "Failed", exit_code=75)
         job, _ = step(job, pods, later)
     assert status_of(job).phase == Phase.FAILED
     assert condition(job, ConditionType.FAILED)[1] == "BackoffLimitExceeded"
@@ -201,8 +176,8 @@ def test_backoff_limit_stops_the_restarts() -> None:
 
 def test_a_pod_deleted_by_someone_is_a_retryable_failure_even_under_never() -> None:
     job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "Never"}), [])
-    job, _ = step(job, all_pods(job))
-    job, _ = step(job, all_pods(job)[:2])  # worker 1 vanished (drained node)
+    job, _ = step(job, all_pod_views(job))
+    job, _ = step(job, all_pod_views(job)[:2])  # worker 1 vanished (drained node)
     assert status_of(job).phase == Phase.RESTARTING
     assert "j-worker-1 was deleted" in condition(job, ConditionType.RESTARTING)[2]
 
@@ -210,9 +185,9 @@ def test_a_pod_deleted_by_someone_is_a_retryable_failure_even_under_never() -> N
 def test_a_succeeded_worker_cleaned_up_by_someone_is_not_recreated() -> None:
     job, _ = step(make_job(), [])
     pods = [
-        pod(job, Role.SERVER, 0),
-        pod(job, Role.WORKER, 0, "Succeeded"),
-        pod(job, Role.WORKER, 1),
+        pod_view(job, Role.SERVER, 0),
+        pod_view(job, Role.WORKER, 0, "Succeeded"),
+        pod_view(job, Role.WORKER, 1),
     ]
     job, _ = step(job, pods)
     job, decision = step(job, [pods[0], pods[2]])
@@ -222,9 +197,9 @@ def test_a_succeeded_worker_cleaned_up_by_someone_is_not_recreated() -> None:
 
 def test_deadline_fails_the_job_and_stops_its_pods() -> None:
     job, _ = step(make_job(runPolicy={"activeDeadlineSeconds": 60}), [])
-    job, decision = step(job, all_pods(job), T0 + timedelta(seconds=20))
+    job, decision = step(job, all_pod_views(job), T0 + timedelta(seconds=20))
     assert decision.requeue_after == 40
-    job, decision = step(job, all_pods(job), T0 + timedelta(seconds=60))
+    job, decision = step(job, all_pod_views(job), T0 + timedelta(seconds=60))
     assert status_of(job).phase == Phase.FAILED
     assert condition(job, ConditionType.FAILED)[1] == "DeadlineExceeded"
     assert len(decision.delete_pods) == 3
@@ -233,9 +208,9 @@ def test_deadline_fails_the_job_and_stops_its_pods() -> None:
 def test_ttl_deletes_a_finished_job() -> None:
     job, _ = step(make_job(runPolicy={"ttlSecondsAfterFinished": 30}), [])
     pods = [
-        pod(job, Role.SERVER, 0, "Succeeded"),
-        pod(job, Role.WORKER, 0, "Succeeded"),
-        pod(job, Role.WORKER, 1, "Succeeded"),
+        pod_view(job, Role.SERVER, 0, "Succeeded"),
+        pod_view(job, Role.WORKER, 0, "Succeeded"),
+        pod_view(job, Role.WORKER, 1, "Succeeded"),
     ]
     job, decision = step(job, pods, T0)
     assert decision.requeue_after == 30 and not decision.delete_job
@@ -245,7 +220,7 @@ def test_ttl_deletes_a_finished_job() -> None:
 
 def test_suspend_removes_pods_without_using_restarts_and_resume_recreates() -> None:
     job, _ = step(make_job(), [])
-    job, _ = step(job, all_pods(job))
+    job, _ = step(job, all_pod_views(job))
     suspended = job.model_copy(
         update={
             "spec": job.spec.model_copy(
@@ -253,7 +228,7 @@ def test_suspend_removes_pods_without_using_restarts_and_resume_recreates() -> N
             )
         }
     )
-    job, decision = step(suspended, all_pods(job))
+    job, decision = step(suspended, all_pod_views(job))
     assert status_of(job).phase == Phase.SUSPENDED
     assert len(decision.delete_pods) == 3
     assert condition(job, ConditionType.SUSPENDED)[0] == "True"
@@ -274,7 +249,7 @@ def test_suspend_removes_pods_without_using_restarts_and_resume_recreates() -> N
 
 def test_scaling_workers_restarts_with_the_new_world_size_without_counting_a_failure() -> None:
     job, _ = step(make_job(), [])
-    job, _ = step(job, all_pods(job))
+    job, _ = step(job, all_pod_views(job))
     scaled = job.model_copy(
         update={
             "spec": job.spec.model_copy(
@@ -282,7 +257,7 @@ def test_scaling_workers_restarts_with_the_new_world_size_without_counting_a_fai
             )
         }
     )
-    job, decision = step(scaled, all_pods(job))
+    job, decision = step(scaled, all_pod_views(job))
     assert status_of(job).phase == Phase.RESTARTING
     assert status_of(job).restart_count == 0 and status_of(job).attempt == 1
     assert len(decision.delete_pods) == 3
