@@ -5,16 +5,20 @@ their Adagrad sums (640 MB) plus a small dense slice. Each pair writes it once a
 checkpoint (torch.save to a temporary file, fsync, rename, directory fsync) and once as raw
 bytes (the same tensors' buffers written to one file, fsync), alternating which goes first, in
 the same folder. The page cache is shared with everything else on the machine, so single writes
-vary by 2x or more; the table shows each side's median and the median pair's ratio; 1.0 means
+vary by 2x or more; the report shows each side's median and the median pair's ratio; 1.0 means
 the checkpoint format costs nothing on top of writing the bytes. Reading back (the restore a
 restarted server does, memory-mapped and cut to its share) is timed too.
 
-    python bench/runtime/checkpoint_write.py     # prints a table; no assertions
+    python -m bench.runtime.checkpoint_write     # this benchmark alone, JSON on stdout
 """
 
+from __future__ import annotations
+
+import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +28,9 @@ import torch
 from psjob_runtime import checkpoint
 from psjob_runtime.reslice import table_share
 
+from bench.runtime.jobs import log
+
 ROWS, DIM, DENSE = 5_000_000, 16, 13_793
-PAIRS = 5
 
 
 def server_state() -> dict[str, Any]:
@@ -65,7 +70,19 @@ def raw_write(path: Path, tensors: list[torch.Tensor]) -> None:
         os.fsync(out.fileno())
 
 
-def main() -> None:
+def measure(quick: bool) -> dict[str, Any]:
+    """Seconds of each pair (raw, psjob), their medians, the median ratio, and one restore."""
+    pairs_wanted = 2 if quick else 5
+    log(f"checkpoint_write: {pairs_wanted} pairs")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _measure(pairs_wanted)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(pairs_wanted: int) -> dict[str, Any]:
     state = server_state()
     table = state["tables"][0]
     tensors = [
@@ -78,7 +95,7 @@ def main() -> None:
     pairs = []
     with tempfile.TemporaryDirectory(prefix="psjob-ckpt-bench-") as folder:
         root = Path(folder)
-        for step in range(PAIRS):
+        for step in range(pairs_wanted):
             state["step"] = step
             timings = {}
             # Alternate which side goes first; delete both files after each pair, so that
@@ -91,27 +108,25 @@ def main() -> None:
                     checkpoint.write(root, 0, 2, step, state)
                 timings[side] = time.perf_counter() - started
             (root / "raw.bin").unlink()
-            if step < PAIRS - 1:
+            if step < pairs_wanted - 1:
                 shutil.rmtree(checkpoint.step_dir(root, step))
-            pairs.append((timings["raw"], timings["psjob"]))
+            pairs.append({"raw": timings["raw"], "psjob": timings["psjob"]})
         # A second server's file, so that the folder holds a complete checkpoint to restore.
-        checkpoint.write(root, 1, 2, PAIRS - 1, {**state, "server": 1})
+        checkpoint.write(root, 1, 2, pairs_wanted - 1, {**state, "server": 1})
         started = time.perf_counter()
         found = checkpoint.latest(root)
         assert found is not None
         table_share([f["tables"][0] for f in found.files], 0, 2)
         restore = time.perf_counter() - started
-    raw = statistics.median(p[0] for p in pairs)
-    psjob = statistics.median(p[1] for p in pairs)
-    ratio = statistics.median(p[0] / p[1] for p in pairs)
-    print(f"one server's share of the 10M x 16 ctr table with Adagrad state: {size / 1e6:.0f} MB")
-    print(f"{'':>22} {'seconds':>8} {'MB/s':>8}")
-    print(f"{'raw write + fsync':>22} {raw:>8.2f} {size / 1e6 / raw:>8.0f}")
-    print(f"{'psjob checkpoint':>22} {psjob:>8.2f} {size / 1e6 / psjob:>8.0f}")
-    print(f"{'restore (load + cut)':>22} {restore:>8.2f} {size / 1e6 / restore:>8.0f}")
-    print(f"checkpoint speed / raw speed (median of {PAIRS} pairs): {ratio:.2f}")
+    return {
+        "bytes": size,
+        "pairs": pairs,
+        "raw_seconds": statistics.median(p["raw"] for p in pairs),
+        "psjob_seconds": statistics.median(p["psjob"] for p in pairs),
+        "ratio": statistics.median(p["raw"] / p["psjob"] for p in pairs),
+        "restore_seconds": restore,
+    }
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    main()
+    print(json.dumps(measure(quick="--quick" in sys.argv), indent=1))

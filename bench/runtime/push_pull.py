@@ -1,30 +1,31 @@
 """push+pull through a psjob server against raw gloo send/recv of the same bytes, same processes.
 
-Each size runs one job of one server and one worker (two processes, this script in both roles).
-The two processes alternate PAIRS times between a block of raw round trips (the worker sends N
+Each size runs one job of one server and one worker (two processes, this module in both roles).
+The two processes alternate `pairs` times between a block of raw round trips (the worker sends N
 bytes, the server sends N bytes back, plain torch.distributed send/recv) and a block of
 optimizer.step() against a real ParameterServer (header + gradient out, SGD update, parameters
 back). Each pair gives a ratio raw time / psjob time, measured seconds apart, so that load from
-other processes on the machine hits both sides; the table shows the median pair. 1.0 means the
-protocol and the update cost nothing on top of moving the bytes.
+other processes on the machine hits both sides; the report shows the median pair. 1.0 means the
+protocol and the update cost nothing on top of moving the bytes. Target: >= 0.8.
 
-    python bench/runtime/push_pull.py            # prints a table; no assertions
+    python -m bench.runtime.push_pull            # this benchmark alone, JSON on stdout
 """
 
+from __future__ import annotations
+
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from bench.runtime.jobs import log, role_argv, run_plans
+
 SIZES_MB = (4.8, 48.0)
 ROUNDS = {4.8: 50, 48.0: 8}
-PAIRS = 11
 WARMUP = 2
 TAG_RAW = 99
 
@@ -38,6 +39,7 @@ def _raw_server(numel: int, rounds: int) -> None:
 
 def _raw_worker(numel: int, rounds: int) -> float:
     out, back = torch.ones(numel), torch.empty(numel)
+    started = time.perf_counter()
     for i in range(rounds + WARMUP):
         if i == WARMUP:
             started = time.perf_counter()
@@ -46,12 +48,8 @@ def _raw_worker(numel: int, rounds: int) -> float:
     return (time.perf_counter() - started) / rounds
 
 
-def _psjob_worker(session: object, numel: int, rounds: int) -> float:
-    from psjob_runtime.worker import WorkerSession
-
-    assert isinstance(session, WorkerSession)
-    model = torch.nn.Linear(numel, 1, bias=False)
-    optimizer = session.optimizer(model)
+def _psjob_worker(optimizer: Any, rounds: int) -> float:
+    started = time.perf_counter()
     for i in range(rounds + WARMUP):
         if i == WARMUP:
             started = time.perf_counter()
@@ -68,57 +66,49 @@ def role_main() -> None:
 
     torch.set_num_threads(1)
     ctx = read_context()
-    numel = int(ctx.training.config["numel"])
-    rounds = int(ctx.training.config["rounds"])
+    numel, rounds, pairs = (int(ctx.training.config[k]) for k in ("numel", "rounds", "pairs"))
     join_group(ctx)
-    pairs = []
-    for _ in range(PAIRS):
+    results = []
+    for _ in range(pairs):
         if ctx.role is Role.SERVER:
             _raw_server(numel, rounds)
             ParameterServer(ctx, Transport(ctx)).run()
             continue
         raw = _raw_worker(numel, rounds)
         session = WorkerSession(ctx)
-        psjob = _psjob_worker(session, numel, rounds)
+        model = torch.nn.Linear(numel, 1, bias=False)
+        psjob = _psjob_worker(session.optimizer(model), rounds)
         session.finish()
-        pairs.append({"raw": raw, "psjob": psjob})
-    if ctx.role is Role.WORKER:
-        print(json.dumps(pairs), flush=True)
+        results.append({"raw": raw, "psjob": psjob})
+    print(json.dumps(results), flush=True)
 
 
-def run_size(megabytes: float) -> list[dict[str, float]]:
-    from psjob_runtime.launch import plan_job
-    from psjob_runtime.training import TrainingSettings
-
-    numel = int(megabytes * 1e6 / 4)
-    training = TrainingSettings.model_validate(
-        {"optimizer": {"lr": 1e-9}, "config": {"numel": numel, "rounds": ROUNDS[megabytes]}}
-    )
-    me = [sys.executable, os.path.abspath(__file__), "--role"]
-    plans = [replace(plan, argv=me) for plan in plan_job(1, 1, training, me)]
-    procs = [subprocess.Popen(p.argv, env=p.env, stdout=subprocess.PIPE, text=True) for p in plans]
-    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
-    if any(proc.returncode for proc in procs):
-        raise SystemExit(f"benchmark job failed: {[p.returncode for p in procs]}")
-    pairs: list[dict[str, float]] = json.loads(outputs[1].strip().splitlines()[-1])
-    return pairs
-
-
-def main() -> None:
-    print(
-        f"push+pull vs raw gloo round trip, 1 server + 1 worker, SGD on the server, {PAIRS} pairs"
-    )
-    print(f"{'size':>8} {'raw ms':>9} {'psjob ms':>9} {'psjob/raw (median pair)':>24}")
+def measure(quick: bool) -> list[dict[str, Any]]:
+    """One record per size: medians of raw and psjob times and of the pairs' ratios."""
+    pairs = 3 if quick else 11
+    records = []
     for megabytes in SIZES_MB:
-        pairs = run_size(megabytes)
-        raw = statistics.median(p["raw"] for p in pairs)
-        psjob = statistics.median(p["psjob"] for p in pairs)
-        ratio = statistics.median(p["raw"] / p["psjob"] for p in pairs)
-        print(f"{megabytes:>6.1f}MB {raw * 1e3:>9.2f} {psjob * 1e3:>9.2f} {ratio:>24.2f}")
+        log(f"push_pull: {megabytes} MB, {pairs} pairs")
+        numel = int(megabytes * 1e6 / 4)
+        config = {"numel": numel, "rounds": ROUNDS[megabytes], "pairs": pairs}
+        training = {"optimizer": {"lr": 1e-9}, "config": config}
+        argv = role_argv("push_pull")
+        _, measured = run_plans(1, 1, training, {"server": argv, "worker": argv})
+        records.append(
+            {
+                "megabytes": megabytes,
+                "rounds": ROUNDS[megabytes],
+                "pairs": measured,
+                "raw_seconds": statistics.median(p["raw"] for p in measured),
+                "psjob_seconds": statistics.median(p["psjob"] for p in measured),
+                "ratio": statistics.median(p["raw"] / p["psjob"] for p in measured),
+            }
+        )
+    return records
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--role"]:
         role_main()
     else:
-        main()
+        print(json.dumps(measure(quick="--quick" in sys.argv), indent=1))

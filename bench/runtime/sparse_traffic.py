@@ -1,39 +1,45 @@
 """Bytes on the wire per step for the ctr model's embedding table, against theory and against a
-dense exchange of the whole table.
+dense exchange of the whole table, across batch sizes.
 
 A job of 2 servers and 2 workers trains the ctr example's model (26 categorical fields in one
-10M x 16 table, 2,048 samples per worker per step). Each worker reads the transport's byte
-counts (every payload handed to gloo) around each step and subtracts the dense slice exchange,
-which is the same every step. Theory for the table: U unique rows -> U x 16 x 4 bytes of rows
-each way, plus U x 8 bytes of ids with the pull and again with the push. A dense-equivalent
-exchange moves the whole table each way: 10M x 16 x 4 bytes.
+10M x 16 table, sync, Adagrad). Each worker cycles through the batch sizes step by step, reads
+the transport's byte counts (every payload handed to gloo) around each step and subtracts the
+dense slice exchange, which is the same every step. Theory for the table: U unique rows -> U x 16
+x 4 bytes of rows each way, plus U x 8 bytes of ids with the pull and again with the push. A
+dense exchange moves the whole table each way: 10M x 16 x 4 bytes whatever the batch, while the
+sparse traffic follows the unique rows.
 
-    python bench/runtime/sparse_traffic.py       # prints a table; no assertions
+    python -m bench.runtime.sparse_traffic       # this benchmark alone, JSON on stdout
 """
 
+from __future__ import annotations
+
 import json
-import os
 import statistics
-import subprocess
 import sys
-from dataclasses import replace
+from collections import defaultdict
+from typing import Any
 
 import torch
 
-STEPS, WARMUP = 20, 2
-TABLE_ROWS, DIM, BATCH = 10_000_000, 16, 2048
+from bench.runtime.jobs import log, role_argv, run_plans
+
+TABLE_ROWS, DIM = 10_000_000, 16
+BATCHES = (128, 512, 2048, 8192)
+WARMUP = 1
+ID_BYTES = 8
 
 
 def role_main() -> None:
-    """The worker of the benchmark job: train STEPS steps, print per-step byte counts."""
+    """A worker of the benchmark job: per-step byte counts for each batch size, as JSON."""
     import psjob_runtime
     from psjob_runtime.examples.ctr import CtrConfig, CtrModel, Synthetic
     from psjob_runtime.wire import TAG_PAYLOAD, TAG_REPLY
 
     torch.set_num_threads(1)
     session = psjob_runtime.init()
-    config = CtrConfig(table_rows=TABLE_ROWS, dim=DIM, batch_size=BATCH)
-    data = Synthetic(config)
+    rounds = int(session.config["rounds"])
+    data = Synthetic(CtrConfig(table_rows=TABLE_ROWS, dim=DIM))
     table = session.embedding(TABLE_ROWS, DIM)
     model = CtrModel(table, DIM)
     optimizer = session.optimizer(model)
@@ -41,8 +47,9 @@ def role_main() -> None:
     counts = session.transport.counts
     loss_fn = torch.nn.BCEWithLogitsLoss()
     steps = []
-    for step in range(WARMUP + STEPS):
-        dense_batch, ids, clicks = data.batch(session.worker_index, step, BATCH)
+    sizes = [BATCHES[0]] * WARMUP + [b for _ in range(rounds) for b in BATCHES]
+    for step, batch in enumerate(sizes):
+        dense_batch, ids, clicks = data.batch(session.worker_index, step, batch)
         sent, received = counts.sent.get(TAG_PAYLOAD, 0), counts.received.get(TAG_REPLY, 0)
         optimizer.zero_grad()
         loss_fn(model(dense_batch, ids), clicks).backward()
@@ -50,6 +57,8 @@ def role_main() -> None:
         if step >= WARMUP:
             steps.append(
                 {
+                    "batch": batch,
+                    "ids": ids.numel(),
                     "unique": len(torch.unique(ids)),
                     "out": counts.sent[TAG_PAYLOAD] - sent - dense,
                     "in": counts.received[TAG_REPLY] - received - dense,
@@ -59,46 +68,43 @@ def role_main() -> None:
     print(json.dumps(steps), flush=True)
 
 
-def main() -> None:
-    from psjob_runtime.launch import plan_job
-    from psjob_runtime.training import TrainingSettings
-
-    training = TrainingSettings.model_validate({"optimizer": {"name": "adagrad", "lr": 0.05}})
-    me = [sys.executable, os.path.abspath(__file__), "--role"]
-    plans = plan_job(2, 2, training, me)
-    plans = [replace(p, argv=me) if p.name.startswith("worker") else p for p in plans]
-    procs = [subprocess.Popen(p.argv, env=p.env, stdout=subprocess.PIPE, text=True) for p in plans]
-    outputs = [proc.communicate(timeout=900)[0] for proc in procs]
-    if any(proc.returncode for proc in procs):
-        raise SystemExit(f"benchmark job failed: {[p.returncode for p in procs]}")
-    steps = [s for out in outputs[2:] for s in json.loads(out.strip().splitlines()[-1])]
-    unique = statistics.mean(s["unique"] for s in steps)
-    out = statistics.mean(s["out"] for s in steps)
-    back = statistics.mean(s["in"] for s in steps)
-    theory_out, theory_in = unique * (8 + DIM * 4 + 8), unique * DIM * 4
-    dense_equivalent = TABLE_ROWS * DIM * 4
-    print(
-        f"ctr model, {TABLE_ROWS:,} x {DIM} table, 2 servers + 2 workers, {BATCH} samples x 26 "
-        f"ids per worker-step; means over {len(steps)} worker-steps"
-    )
-    print(f"unique rows per worker-step: {unique:,.0f} of {BATCH * 26:,} ids")
-    print(
-        f"{'direction':>10} {'measured':>12} {'theory':>12} {'measured/theory':>16} "
-        f"{'dense-equivalent':>17} {'dense/measured':>15}"
-    )
-    for name, measured, theory in (
-        ("to servers", out, theory_out),
-        ("from servers", back, theory_in),
-    ):
-        print(
-            f"{name:>13} {measured / 1e3:>10.1f}kB {theory / 1e3:>10.1f}kB "
-            f"{measured / theory:>16.3f} {dense_equivalent / 1e6:>15.0f}MB "
-            f"{dense_equivalent / measured:>15,.0f}"
+def measure(quick: bool) -> dict[str, Any]:
+    """Means per batch size over every worker-step: unique rows, bytes each way, theory, dense."""
+    rounds = 2 if quick else 5
+    log(f"sparse_traffic: batches {BATCHES}, {rounds} steps each per worker")
+    training = {"optimizer": {"name": "adagrad", "lr": 0.05}, "config": {"rounds": rounds}}
+    workers = run_plans(2, 2, training, {"worker": role_argv("sparse_traffic")})
+    by_batch: dict[int, list[dict[str, int]]] = defaultdict(list)
+    for step in (s for steps in workers for s in steps):
+        by_batch[step["batch"]].append(step)
+    row_bytes = DIM * 4
+    records = []
+    for batch, steps in sorted(by_batch.items()):
+        unique = statistics.mean(s["unique"] for s in steps)
+        records.append(
+            {
+                "batch": batch,
+                "worker_steps": len(steps),
+                "ids": statistics.mean(s["ids"] for s in steps),
+                "unique_rows": unique,
+                "to_servers": statistics.mean(s["out"] for s in steps),
+                "from_servers": statistics.mean(s["in"] for s in steps),
+                "theory_to_servers": unique * (ID_BYTES + row_bytes + ID_BYTES),
+                "theory_from_servers": unique * row_bytes,
+            }
         )
+    return {
+        "table_rows": TABLE_ROWS,
+        "dim": DIM,
+        "servers": 2,
+        "workers": 2,
+        "dense_bytes_each_way": TABLE_ROWS * row_bytes,
+        "records": records,
+    }
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--role"]:
         role_main()
     else:
-        main()
+        print(json.dumps(measure(quick="--quick" in sys.argv), indent=1))

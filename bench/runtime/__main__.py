@@ -1,0 +1,91 @@
+"""Every runtime benchmark, one after another; all figures as JSON for bench/report.py.
+
+    python -m bench.runtime [--quick]
+
+push_pull (push+pull vs raw gloo), scaling (mnist_cnn samples/s by workers, servers and mode,
+against DDP and one process), time_to_accuracy (digits, per mode, against one process),
+sparse_traffic (table bytes per step vs theory and dense), checkpoint_write (vs a raw write) and
+ctr_throughput (1 vs 2 servers). They run one at a time: on a small machine two benchmarks at
+once would measure each other. `--quick` runs fewer steps, repeats and sizes (about 3 minutes on
+2 cores); the full run takes about 12. Writes bench/out/runtime.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.runtime import (
+    checkpoint_write,
+    ctr_throughput,
+    push_pull,
+    scaling,
+    sparse_traffic,
+    time_to_accuracy,
+)
+from bench.runtime.jobs import ROOT, log
+
+BENCHMARKS: dict[str, Callable[[bool], Any]] = {
+    "push_pull": push_pull.measure,
+    "scaling": scaling.measure,
+    "time_to_accuracy": time_to_accuracy.measure,
+    "sparse_traffic": sparse_traffic.measure,
+    "checkpoint_write": checkpoint_write.measure,
+    "ctr_throughput": ctr_throughput.measure,
+}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: cores, memory, CPU model, versions."""
+    meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), ""
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(meminfo[1]) / 2**20, 1),
+        "cpu": model,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.runtime", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer steps, repeats and sizes")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "runtime.json")
+    args = parser.parse_args()
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.runtime", *sys.argv[1:]]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "load_before": os.getloadavg(),
+    }
+    for name, measure in BENCHMARKS.items():
+        began = time.monotonic()
+        result[name] = measure(args.quick)
+        log(f"{name}: {time.monotonic() - began:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    result["load_after"] = os.getloadavg()
+    result["wall_seconds"] = time.monotonic() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    log(f"wrote {args.out} in {result['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
