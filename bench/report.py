@@ -1,13 +1,14 @@
-"""Turn the benchmark JSON under bench/out/ into plots and the operator tables of bench/README.md.
+"""Turn the benchmark JSON under bench/out/ into the plots and tables of bench/README.md.
 
     python -m bench.report
 
-Reads bench/out/operator.json (from `python -m bench.operator`) and, when present,
-bench/out/operator-profile.txt (py-spy, from `--profile`) and bench/out/runtime-scaling.json (a
-list of {"mode", "servers", "workers", "samples_per_second"} records). Draws PNGs next to this
-file and rewrites only the text between the operator markers of bench/README.md, so the runtime
-section that another benchmark writes stays as it is. bench/operator/findings.md (written by
-hand: what the profile means, what to change) is copied into the section as it is.
+Reads bench/out/operator.json (from `python -m bench.operator`, with
+bench/out/operator-profile.txt from `--profile` when present) and bench/out/runtime.json (from
+`python -m bench.runtime`), whichever exist. Draws PNGs next to this file and rewrites, for each
+result it has, only the text between that part's markers in bench/README.md, so that a section
+whose benchmark did not run stays as it was. bench/operator/findings.md and
+bench/runtime/findings.md (written by hand: what the profile means, why a target is missed)
+are copied into their sections as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.markdown import row, verdict
 from bench.operator.profile import summary as profile_summary
+from bench.runtime.report import section as runtime_section
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 README = BENCH / "README.md"
 FINDINGS = BENCH / "operator" / "findings.md"
-BEGIN, END = "<!-- operator-bench:begin -->", "<!-- operator-bench:end -->"
+MARKERS = {
+    "operator": ("<!-- operator-bench:begin -->", "<!-- operator-bench:end -->"),
+    "runtime": ("<!-- runtime-bench:begin -->", "<!-- runtime-bench:end -->"),
+}
 CREATION_PNG = "operator-creation.png"
 LATENCY_PNG = "operator-status-latency.png"
-SCALING_PNG = "runtime-scaling.png"
 RATIO_TARGET = 1.5
 FLAT_TOLERANCE = 1.25
 """Time per pod at the largest size may exceed the next size's by this factor and be 'flat'."""
@@ -49,14 +55,6 @@ def _median_by_size(runs: list[Run], value: Any) -> dict[int, float]:
     for run in runs:
         by_size[run["pods"]].append(value(run) if callable(value) else run[value])
     return {pods: statistics.median(values) for pods, values in sorted(by_size.items())}
-
-
-def _row(cells: list[Any]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _verdict(met: bool) -> str:
-    return "**met**" if met else "**missed**"
 
 
 def _mb(n: float) -> str:
@@ -112,25 +110,6 @@ def latency_plot(many: Run) -> None:
     plt.close(figure)
 
 
-def scaling_plot(records: list[Run]) -> None:
-    lines: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
-    for record in records:
-        lines[(record["mode"], record["servers"])].append(
-            (record["workers"], record["samples_per_second"])
-        )
-    figure, axes = plt.subplots(figsize=(6.5, 4))
-    for (mode, servers), points in sorted(lines.items()):
-        points.sort()
-        axes.plot(*zip(*points, strict=True), marker="o", label=f"{mode}, {servers} server(s)")
-    axes.set(xlabel="workers", ylabel="samples/s")
-    axes.set_title("Runtime throughput vs workers")
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(BENCH / SCALING_PNG, dpi=90)
-    plt.close(figure)
-
-
 # --- tables -----------------------------------------------------------------------------------
 
 
@@ -151,7 +130,7 @@ def growth_figures(growth: dict[str, list[Run]]) -> dict[str, dict[int, float]]:
 
 def growth_table(f: dict[str, dict[int, float]]) -> list[str]:
     lines = [
-        _row(
+        row(
             [
                 "pods",
                 "kubectl create",
@@ -166,12 +145,12 @@ def growth_table(f: dict[str, dict[int, float]]) -> list[str]:
                 "ms per pod, ready (op / ref)",
             ]
         ),
-        _row(["---:"] * 11),
+        row(["---:"] * 11),
     ]
     for pods in f["created"]:
         kubectl, running = f["kubectl"][pods], f["ref_running"][pods]
         lines.append(
-            _row(
+            row(
                 [
                     pods,
                     f"{kubectl:.2f} s",
@@ -193,12 +172,12 @@ def growth_table(f: dict[str, dict[int, float]]) -> list[str]:
 def requests_table(f: dict[str, dict[int, float]], many: Run) -> list[str]:
     many_requests = many["requests"]
     lines = [
-        _row(["job", "operator writes per job", "per pod", "all requests per job", "per pod"]),
-        _row(["---", "---:", "---:", "---:", "---:"]),
+        row(["job", "operator writes per job", "per pod", "all requests per job", "per pod"]),
+        row(["---", "---:", "---:", "---:", "---:"]),
     ]
     for pods in f["writes"]:
         lines.append(
-            _row(
+            row(
                 [
                     f"one job of {pods} pods",
                     f"{f['writes'][pods]:.0f}",
@@ -210,7 +189,7 @@ def requests_table(f: dict[str, dict[int, float]], many: Run) -> list[str]:
         )
     size = many["pods"] // many["jobs"]
     lines.append(
-        _row(
+        row(
             [
                 f"{many['jobs']} jobs of {size} pods",
                 f"{many_requests['operator_writes_per_job']:.1f}",
@@ -228,11 +207,11 @@ CPU_COLUMNS = ("psjob-operator", "kube-apiserver", "etcd", "kube-scheduler", "no
 
 def cpu_table(pairs: list[tuple[str, Run | None]]) -> list[str]:
     """CPU seconds each process used during a run: where the machine's 2 cores went."""
-    lines = [_row(["run", *CPU_COLUMNS]), _row(["---", *["---:"] * len(CPU_COLUMNS)])]
+    lines = [row(["run", *CPU_COLUMNS]), row(["---", *["---:"] * len(CPU_COLUMNS)])]
     for label, run in pairs:
         used = (run or {}).get("cpu_seconds")
         if used:
-            lines.append(_row([label, *(f"{used.get(name, 0.0):.1f}" for name in CPU_COLUMNS)]))
+            lines.append(row([label, *(f"{used.get(name, 0.0):.1f}" for name in CPU_COLUMNS)]))
     return lines if len(lines) > 2 else []
 
 
@@ -270,25 +249,25 @@ def operator_section(result: Run) -> list[str]:
     }
     size = many["pods"] // many["jobs"]
     many_rows = [
-        _row(["", "operator", "reference (kubectl create, rendered)"]),
-        _row(["---", "---:", "---:"]),
-        _row(
+        row(["", "operator", "reference (kubectl create, rendered)"]),
+        row(["---", "---:", "---:"]),
+        row(
             [
                 f"all {many['pods']} pods Running",
                 f"{many['pods_running_seconds']:.1f} s",
                 f"{reference['running_seconds']:.1f} s" if reference else "-",
             ]
         ),
-        _row(["every PSJob's status Running", f"{many['jobs_running_seconds']:.1f} s", "-"]),
-        _row(["operator RSS at the end (peak)", f"{_mb(rss)} ({_mb(peak)})", "-"]),
-        _row(
+        row(["every PSJob's status Running", f"{many['jobs_running_seconds']:.1f} s", "-"]),
+        row(["operator RSS at the end (peak)", f"{_mb(rss)} ({_mb(peak)})", "-"]),
+        row(
             [
                 "status latency, pod Running -> counted ready: p50 / p99 (changes)",
                 f"{start['p50']:.3f} / {start['p99']:.3f} s ({start['count']})",
                 "-",
             ]
         ),
-        _row(
+        row(
             [
                 "status latency, worker Succeeded -> counted: p50 / p99 (changes)",
                 f"{finish['p50']:.3f} / {finish['p99']:.3f} s ({finish['count']})",
@@ -317,49 +296,49 @@ def operator_section(result: Run) -> list[str]:
         "",
         "### Targets",
         "",
-        _row(["target", "measured", ""]),
-        _row(["---", "---", "---"]),
-        _row(
+        row(["target", "measured", ""]),
+        row(["---", "---", "---"]),
+        row(
             [
                 f"{big} pods created within {RATIO_TARGET}x `kubectl create`",
                 f"{ratios['created']:.2f}x",
-                _verdict(ratios["created"] <= RATIO_TARGET),
+                verdict(ratios["created"] <= RATIO_TARGET),
             ]
         ),
-        _row(
+        row(
             [
                 f"status shows all {big} replicas active within {RATIO_TARGET}x `kubectl create`",
                 f"{ratios['active']:.2f}x",
-                _verdict(ratios["active"] <= RATIO_TARGET),
+                verdict(ratios["active"] <= RATIO_TARGET),
             ]
         ),
-        _row(
+        row(
             [
                 f"status shows all {big} replicas ready within {RATIO_TARGET}x the reference's "
                 "all Running",
                 f"{ratios['ready']:.2f}x",
-                _verdict(ratios["ready"] <= RATIO_TARGET),
+                verdict(ratios["ready"] <= RATIO_TARGET),
             ]
         ),
-        _row(
+        row(
             [
                 f"time per pod flat (largest size within {FLAT_TOLERANCE}x the next)",
                 "see the table",
-                _verdict(_flat(f)),
+                verdict(_flat(f)),
             ]
         ),
-        _row(
+        row(
             [
                 f"operator RSS after {many['jobs']} jobs of {size} pods < {RSS_TARGET_MB} MB",
                 f"{_mb(rss)} (peak {_mb(peak)})",
-                _verdict(rss < RSS_TARGET_MB * 10**6),
+                verdict(rss < RSS_TARGET_MB * 10**6),
             ]
         ),
-        _row(
+        row(
             [
                 f"status latency p99 < {LATENCY_P99_TARGET:.0f} s under that load",
                 f"{p99:.2f} s",
-                _verdict(p99 < LATENCY_P99_TARGET),
+                verdict(p99 < LATENCY_P99_TARGET),
             ]
         ),
         "",
@@ -402,33 +381,44 @@ def operator_section(result: Run) -> list[str]:
     ]
 
 
-def _rewrite(text: str, section: list[str]) -> str:
-    block = "\n".join([BEGIN, *section, END])
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
+def _rewrite(text: str, part: str, section: list[str]) -> str:
+    begin, end = MARKERS[part]
+    block = "\n".join([begin, *section, end])
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
         return head + block + tail
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
-def main() -> int:
-    result_path = OUT / "operator.json"
-    if not result_path.exists():
-        print(f"{result_path} is missing: run `make bench-operator` first", file=sys.stderr)
-        return 1
-    section = operator_section(json.loads(result_path.read_text()))
+def operator_part() -> list[str]:
+    section = operator_section(json.loads((OUT / "operator.json").read_text()))
     profile = OUT / "operator-profile.txt"
     if profile.exists():
         section += ["### Operator profile (py-spy)", "", *profile_summary(profile), ""]
     if FINDINGS.exists():
         section += [FINDINGS.read_text().rstrip("\n"), ""]
-    scaling = OUT / "runtime-scaling.json"
-    if scaling.exists():
-        scaling_plot(json.loads(scaling.read_text()))
-        section += [f"![runtime samples/s vs workers]({SCALING_PNG})", ""]
+    return section
+
+
+def main() -> int:
+    parts: dict[str, Callable[[], list[str]]] = {
+        "operator": operator_part,
+        "runtime": lambda: runtime_section(json.loads((OUT / "runtime.json").read_text())),
+    }
+    found = [part for part in parts if (OUT / f"{part}.json").exists()]
+    if not found:
+        print(
+            f"neither {OUT}/operator.json nor {OUT}/runtime.json exists: run "
+            "`make bench-operator` or `make bench-runtime` first",
+            file=sys.stderr,
+        )
+        return 1
     text = README.read_text() if README.exists() else "# Benchmarks\n"
-    README.write_text(_rewrite(text, section))
-    print(f"rewrote the operator section of {README}")
+    for part in found:
+        text = _rewrite(text, part, parts[part]())
+    README.write_text(text)
+    print(f"rewrote the {' and '.join(found)} section(s) of {README}")
     return 0
 
 
