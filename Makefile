@@ -108,28 +108,21 @@ demo: venv ## Train the digits example: 2 servers + 2 workers as local processes
 	$(PY) -m psjob_runtime.launch --servers 2 --workers 2 $(DEMO_TRAINING) \
 		--config '{"minAccuracy": 0.95}' -- $(PY) -m psjob_runtime.examples.digits
 
-.PHONY: bench-runtime
-bench-runtime: venv ## Runtime benchmarks: push+pull vs raw gloo, mnist_cnn samples/s vs DDP (bench/README.md)
-	$(PY) bench/runtime/push_pull.py
-	$(PY) bench/runtime/throughput.py
-
 .PHONY: ctr
 ctr: venv ## Train the ctr example: a 10M x 16 table on 2 servers + 2 workers (sync), AUC within 0.02 of the hidden model's
 	$(PY) -m psjob_runtime.launch --servers 2 --workers 2 --mode sync --optimizer adagrad --lr 0.05 \
 		--config '{"maxAucGap": 0.02}' -- $(PY) -m psjob_runtime.examples.ctr
 
-.PHONY: bench-runtime-sparse
-bench-runtime-sparse: venv ## Table bytes per step vs theory, checkpoint write vs raw write, ctr samples/s with 1 and 2 servers (bench/README.md)
-	$(PY) bench/runtime/sparse_traffic.py
-	$(PY) bench/runtime/checkpoint_write.py
-	$(PY) bench/runtime/ctr_throughput.py
-
 # --- benchmarks (bench/README.md) ---
-BENCH_OPERATOR_ARGS = $(if $(QUICK),--quick)
+BENCH_ARGS = $(if $(QUICK),--quick)
+
+.PHONY: bench-runtime
+bench-runtime: venv ## Runtime benchmarks vs gloo, DDP and one process (QUICK=1: about 3 minutes), JSON in bench/out/
+	$(PY) -m bench.runtime $(BENCH_ARGS)
 
 .PHONY: bench-operator
 bench-operator: venv cluster-tools system-deps ## Operator benchmarks on a no-run local cluster (QUICK=1: one repeat), JSON in bench/out/
-	PYTHONPATH=tests/cluster $(PY) -m bench.operator $(BENCH_OPERATOR_ARGS)
+	PYTHONPATH=tests/cluster $(PY) -m bench.operator $(BENCH_ARGS)
 
 .PHONY: bench
 bench: bench-runtime bench-operator ## Every benchmark (QUICK=1: a few minutes), then the plots and tables of bench/README.md
