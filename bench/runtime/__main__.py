@@ -75,10 +75,13 @@ def main() -> int:
         "machine": machine(),
         "load_before": os.getloadavg(),
     }
+    result["runs"] = {}
     for name, measure in BENCHMARKS.items():
-        began = time.monotonic()
+        began, load = time.monotonic(), os.getloadavg()[0]
         result[name] = measure(args.quick)
-        log(f"{name}: {time.monotonic() - began:.0f} s, load average {os.getloadavg()[0]:.1f}")
+        run = {"seconds": time.monotonic() - began, "load_before": load}
+        result["runs"][name] = {**run, "load_after": os.getloadavg()[0]}
+        log(f"{name}: {run['seconds']:.0f} s, load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
     result["load_after"] = os.getloadavg()
     result["wall_seconds"] = time.monotonic() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)

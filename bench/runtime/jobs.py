@@ -92,10 +92,8 @@ def run_plans(
 
     settings = TrainingSettings.model_validate(training)
     plans = plan_job(servers, workers, settings, roles.get("worker", []))
-    plans = [
-        replace(p, argv=roles[p.name.split("-")[0]]) if p.name.split("-")[0] in roles else p
-        for p in plans
-    ]
+    role = [plan.name.rsplit("-", 1)[0] for plan in plans]  # "server-0" -> "server"
+    plans = [replace(p, argv=roles.get(r, p.argv)) for p, r in zip(plans, role, strict=True)]
     procs = [
         subprocess.Popen(p.argv, env=p.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         for p in plans
@@ -105,6 +103,6 @@ def run_plans(
         raise RuntimeError(f"benchmark job failed: exit codes {[p.returncode for p in procs]}")
     return [
         json.loads(out.strip().splitlines()[-1])
-        for plan, out in zip(plans, outputs, strict=True)
-        if plan.name.split("-")[0] in roles
+        for r, out in zip(role, outputs, strict=True)
+        if r in roles
     ]

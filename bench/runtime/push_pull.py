@@ -17,12 +17,15 @@ import json
 import statistics
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from bench.runtime.jobs import log, role_argv, run_plans
+
+if TYPE_CHECKING:
+    from psjob_runtime.worker import ParameterServerOptimizer
 
 SIZES_MB = (4.8, 48.0)
 ROUNDS = {4.8: 50, 48.0: 8}
@@ -48,7 +51,7 @@ def _raw_worker(numel: int, rounds: int) -> float:
     return (time.perf_counter() - started) / rounds
 
 
-def _psjob_worker(optimizer: Any, rounds: int) -> float:
+def _psjob_worker(optimizer: ParameterServerOptimizer, rounds: int) -> float:
     started = time.perf_counter()
     for i in range(rounds + WARMUP):
         if i == WARMUP:

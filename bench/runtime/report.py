@@ -94,8 +94,11 @@ def scaling_plot(medians: Lines, cores: int) -> None:
     modes = sorted({k[1] for k in medians if k[0] == "psjob"}, key=["sync", "async", "ssp"].index)
     workers = sorted({w for line in medians.values() for w in line})
     one_thread = medians.get(("single", "", 1), {}).get(1)
-    figure, panels = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 4), sharey=True)
-    for axes, mode in zip(panels if len(modes) > 1 else [panels], modes, strict=True):
+    figure, grid = plt.subplots(
+        1, len(modes), figsize=(4.2 * len(modes), 4), sharey=True, squeeze=False
+    )
+    panels = grid[0]
+    for axes, mode in zip(panels, modes, strict=True):
         for key, line in sorted(medians.items()):
             if key[0] == "psjob" and key[1] == mode:
                 style = "o-" if key[2] == 1 else "s-"
@@ -114,7 +117,7 @@ def scaling_plot(medians: Lines, cores: int) -> None:
         axes.set_ylim(bottom=0)
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=7)
-    (panels[0] if len(modes) > 1 else panels).set_ylabel("samples/s, all workers")
+    panels[0].set_ylabel("samples/s, all workers")
     figure.suptitle("mnist_cnn samples/s vs workers, one torch thread per process", fontsize=10)
     figure.tight_layout()
     figure.savefig(BENCH / SCALING_PNG, dpi=90)
@@ -323,6 +326,10 @@ def _theory_error(sparse: Record) -> float:
 # --- the section ------------------------------------------------------------------------------
 
 
+def _judged(met: bool) -> str:
+    return verdict(met) + ("" if met else ": why, in the findings below")
+
+
 def targets_table(result: Record, ratios: Lines) -> list[str]:
     lines = [row(["target", "measured", ""]), row(["---", "---", "---"])]
     for size in result.get("push_pull", []):
@@ -331,7 +338,7 @@ def targets_table(result: Record, ratios: Lines) -> list[str]:
                 [
                     f"push+pull of {size['megabytes']} MB >= {PUSH_PULL_TARGET}x raw gloo speed",
                     f"{size['ratio']:.2f}x",
-                    verdict(size["ratio"] >= PUSH_PULL_TARGET),
+                    _judged(size["ratio"] >= PUSH_PULL_TARGET),
                 ]
             )
         )
@@ -344,7 +351,7 @@ def targets_table(result: Record, ratios: Lines) -> list[str]:
                         f"psjob {mode}, 1 server + {HEADLINE_WORKERS} workers >= {target}x DDP "
                         f"({HEADLINE_WORKERS} ranks) samples/s",
                         f"{ratio:.2f}x",
-                        verdict(ratio >= target),
+                        _judged(ratio >= target),
                     ]
                 )
             )
@@ -355,7 +362,7 @@ def targets_table(result: Record, ratios: Lines) -> list[str]:
                 [
                     "table bytes on the wire = theory (every batch size, both directions)",
                     f"largest deviation {error:.2%}",
-                    verdict(error <= THEORY_TOLERANCE),
+                    _judged(error <= THEORY_TOLERANCE),
                 ]
             )
         )
@@ -366,11 +373,27 @@ def targets_table(result: Record, ratios: Lines) -> list[str]:
                 [
                     f"checkpoint write >= {CHECKPOINT_TARGET}x raw write + fsync speed",
                     f"{ratio:.2f}x",
-                    verdict(ratio >= CHECKPOINT_TARGET),
+                    _judged(ratio >= CHECKPOINT_TARGET),
                 ]
             )
         )
     return lines
+
+
+def _load(run: Record) -> str:
+    return f"{run['load_before']:.1f} -> {run['load_after']:.1f}"
+
+
+def runs_table(runs: dict[str, Record]) -> list[str]:
+    """How long each benchmark ran and the load average (1 minute) around it."""
+    if not runs:
+        return []
+    return [
+        row(["benchmark", "seconds", "load average before -> after"]),
+        row(["---", "---:", "---:"]),
+        *(row([f"`{name}`", f"{r['seconds']:.0f}", _load(r)]) for name, r in runs.items()),
+        "",
+    ]
 
 
 def push_pull_table(sizes: list[Record]) -> list[str]:
@@ -434,6 +457,7 @@ def section(result: Record) -> list[str]:
         f"/ after: {result['load_before'][0]:.1f} / {result['load_after'][0]:.1f} (the machine "
         "is shared with other work; the benchmarks run one at a time).",
         "",
+        *runs_table(result.get("runs", {})),
         "### Targets",
         "",
         *targets_table(result, ratios),
