@@ -61,23 +61,28 @@ async def run(options: OperatorOptions) -> int:
 async def _operate(
     options: OperatorOptions, stop: asyncio.Event, elector: LeaderElector | None
 ) -> int:
-    kopf_stop: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    """Run kopf until it stops itself, `stop` is set or the leadership is lost.
+
+    Once running, kopf installs its own SIGTERM and SIGINT handlers and stops itself on them.
+    Any other stop cancels kopf's task, which kopf takes as a prompt shutdown. kopf's stop flag
+    is not used: when a signal stops kopf, it waits 5 s for a flag that nobody raises.
+    """
     operator = asyncio.create_task(
         kopf.operator(
             standalone=True,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,
-            stop_flag=kopf_stop,
         )
     )
-    watchers = {operator, asyncio.create_task(stop.wait())}
+    stopping = asyncio.create_task(stop.wait())
+    watchers = {operator, stopping}
     keeping = asyncio.create_task(elector.keep()) if elector else None
     if keeping:
         watchers.add(keeping)
     await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
     lost = keeping is not None and keeping.done() and keeping.exception() is not None
-    if not kopf_stop.done():
-        kopf_stop.set_result(True)
+    stopping.cancel()
+    operator.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await operator
     if keeping is not None and not keeping.done():
