@@ -34,8 +34,9 @@ BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 README = BENCH / "README.md"
 FINDINGS = BENCH / "operator" / "findings.md"
+BEGIN, END = "<!-- operator-bench:begin -->", "<!-- operator-bench:end -->"
 MARKERS = {
-    "operator": ("<!-- operator-bench:begin -->", "<!-- operator-bench:end -->"),
+    "operator": (BEGIN, END),
     "runtime": ("<!-- runtime-bench:begin -->", "<!-- runtime-bench:end -->"),
 }
 CREATION_PNG = "operator-creation.png"
@@ -381,7 +382,8 @@ def operator_section(result: Run) -> list[str]:
     ]
 
 
-def _rewrite(text: str, part: str, section: list[str]) -> str:
+def _rewrite(text: str, section: list[str], part: str = "operator") -> str:
+    """`text` with `section` between `part`'s markers (appended, markers and all, if absent)."""
     begin, end = MARKERS[part]
     block = "\n".join([begin, *section, end])
     if begin in text and end in text:
@@ -416,7 +418,7 @@ def main() -> int:
         return 1
     text = README.read_text() if README.exists() else "# Benchmarks\n"
     for part in found:
-        text = _rewrite(text, part, parts[part]())
+        text = _rewrite(text, parts[part](), part)
     README.write_text(text)
     print(f"rewrote the {' and '.join(found)} section(s) of {README}")
     return 0
