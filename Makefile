@@ -35,7 +35,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy
 
 .PHONY: test
 test: lint system-deps cluster-tools ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ and the chart's CRD from the pydantic models (psjob crd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -22,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster import LocalCluster, local_cluster
 from localcluster.waiting import wait_for
 
+E2E = Path(__file__).resolve().parent
 _CLUSTER = pytest.StashKey[LocalCluster]()
 _NAMESPACE = pytest.StashKey[str]()
 
@@ -74,9 +76,14 @@ def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> I
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need the control plane, and keep every test of this directory on one
+    pytest-xdist worker (``make test`` runs two): one control plane serves them all, while the
+    other worker runs the CPU-bound runtime tests beside them."""
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.xdist_group("control-plane"))
 
 
 @pytest.hookimpl(wrapper=True)
