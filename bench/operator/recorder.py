@@ -28,6 +28,8 @@ WATCH_SECONDS = 3600
 class PodTimes:
     added: float
     running: float | None = None
+    finished: float | None = None
+    """When the watch first showed the pod Succeeded or Failed."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,11 @@ class Recorder:
             data.present_pods.add(name)
             data.pods[name] = PodTimes(added=now)
         times = data.pods[name]
-        if (pod.get("status") or {}).get("phase") == "Running" and times.running is None:
+        phase = (pod.get("status") or {}).get("phase")
+        if phase == "Running" and times.running is None:
             times.running = now
+        if phase in ("Succeeded", "Failed") and times.finished is None:
+            times.finished = now
 
     def _service_seen(self, now: float, kind: str, service: Any) -> None:
         self.data.services.setdefault(service["metadata"]["name"], now)

@@ -246,7 +246,14 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
             lambda d: all(_first(d, n, finished_one) is not None for n in names),
             TIMEOUT,
         )
-        finish_latencies = [(_first(data, n, finished_one) or 0.0) - sent[n] for n in names]
+        counted = {n: _first(data, n, finished_one) or 0.0 for n in names}
+        finish_latencies = [counted[n] - sent[n] for n in names]
+        seen_latencies = [
+            counted[n] - (data.pods[f"{n}-worker-0"].finished or sent[n]) for n in names
+        ]
+        apiserver_latencies = [
+            (data.pods[f"{n}-worker-0"].finished or sent[n]) - sent[n] for n in names
+        ]
     finally:
         recorder.stop()
     memory = rss_bytes(stage.operator_pid)
@@ -264,4 +271,6 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
         "requests": summary(requests, jobs),
         "latency_running_to_status": _percentiles(start_latencies),
         "latency_finished_to_status": _percentiles(finish_latencies),
+        "latency_finished_seen_to_status": _percentiles(seen_latencies),
+        "latency_finished_patch_to_watch": _percentiles(apiserver_latencies),
     }
