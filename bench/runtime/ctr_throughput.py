@@ -30,7 +30,7 @@ def run(servers: int, steps: int) -> float:
 
 def measure(quick: bool) -> dict[str, Any]:
     """Samples/s of each (1 server, 2 servers) pair, medians and the median ratio 2 / 1."""
-    repeats, steps = (1, 25) if quick else (2, 60)
+    repeats, steps = (1, 15) if quick else (2, 60)
     pairs = []
     for repeat in range(repeats):
         log(f"ctr_throughput: 1 then 2 servers, {steps} steps (pair {repeat + 1}/{repeats})")

@@ -164,7 +164,7 @@ def measure(quick: bool) -> dict[str, Any]:
     """Every contender's samples/s in every repeat (records), with the settings they ran with."""
     quick_modes, quick_servers = MODES[:2], (1,)
     modes, servers, steps, warmup, repeats = (
-        (quick_modes, quick_servers, 10, 3, 1) if quick else (MODES, (1, 2), 16, 4, 2)
+        (quick_modes, quick_servers, 8, 2, 1) if quick else (MODES, (1, 2), 16, 4, 2)
     )
     records = []
     for repeat in range(repeats):

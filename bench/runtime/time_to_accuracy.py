@@ -7,7 +7,8 @@ reference is one process training the same model with torch.optim.SGD on the who
 with the same total batch (2 x 32) and the same optimizer settings. Every contender is a fresh
 set of processes, and times run from the moment the benchmark starts them, so that they include
 what a user waits for: interpreter and torch start-up, rendezvous, then training. The time at
-which the first step began is recorded too, to tell start-up from training.
+which the first step began is recorded too, to tell start-up from training. `--quick` leaves out
+ssp and runs fewer epochs once.
 
     python -m bench.runtime.time_to_accuracy     # this benchmark alone, JSON on stdout
 """
@@ -136,10 +137,10 @@ def _reference(epochs: int) -> dict[str, Any]:
 
 def measure(quick: bool) -> dict[str, Any]:
     """One record per contender and repeat: time to TARGET, final accuracy, the curve."""
-    epochs, repeats = (4, 1) if quick else (10, 2)
+    modes, epochs, repeats = (MODES[:2], 4, 1) if quick else (MODES, 10, 2)
     records = []
     for repeat in range(repeats):
-        for mode in (*MODES, "reference"):
+        for mode in (*modes, "reference"):
             log(f"time_to_accuracy: {mode}, {epochs} epochs (repeat {repeat + 1}/{repeats})")
             result = _reference(epochs) if mode == "reference" else _psjob(mode, epochs)
             records.append({"contender": mode, "repeat": repeat, **result})
