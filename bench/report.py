@@ -96,6 +96,10 @@ def latency_plot(many: Run) -> None:
         "pod Running -> status counts it ready": many["latency_running_to_status"],
         "worker Succeeded -> status counts it": many["latency_finished_to_status"],
     }
+    if "latency_finished_seen_to_status" in many:
+        samples["worker Succeeded on a watch -> status counts it"] = many[
+            "latency_finished_seen_to_status"
+        ]
     figure, axes = plt.subplots(figsize=(6.5, 4))
     for label, stats in samples.items():
         ordered = stats.get("samples", [])
@@ -232,6 +236,21 @@ def _flat(f: dict[str, dict[int, float]]) -> bool:
     )
 
 
+def _finish_split_rows(many: Run) -> list[str]:
+    """The burst's latency in two: the API server taking the status patch and showing it on a
+    watch (what any client waits for), then the operator's reaction to that event."""
+    parts = [
+        ("of which the API server: patch sent -> pod Succeeded on a watch", "patch_to_watch"),
+        ("of which the operator: pod Succeeded on a watch -> counted", "seen_to_status"),
+    ]
+    rows = []
+    for label, key in parts:
+        stats = many.get(f"latency_finished_{key}")
+        if stats:
+            rows.append(row([label, f"{stats['p50']:.3f} / {stats['p99']:.3f} s", "-"]))
+    return rows
+
+
 def operator_section(result: Run) -> list[str]:
     growth, many = result["growth"], result["many_jobs"]
     reference = result.get("many_jobs_reference")
@@ -275,6 +294,7 @@ def operator_section(result: Run) -> list[str]:
                 "-",
             ]
         ),
+        *_finish_split_rows(many),
     ]
     return [
         "## Operator (bench/operator/)",
