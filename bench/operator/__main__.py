@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.machine import describe
 from bench.operator.harness import ROOT, stage
 from bench.operator.scenarios import many_jobs, operator_run, reference_run
 
@@ -32,16 +32,8 @@ SERVERS = 4
 
 
 def _machine() -> dict[str, Any]:
-    meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), ""
-    )
     return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(int(meminfo[1]) / 2**20, 1),
-        "cpu": model,
-        "python": platform.python_version(),
+        **describe(),
         "kopf": metadata.version("kopf"),
         "kubernetes_client": metadata.version("kubernetes"),
         "psjob_operator": metadata.version("psjob-operator"),

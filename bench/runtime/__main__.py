@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from bench.machine import describe
 from bench.runtime import (
     checkpoint_write,
     ctr_throughput,
@@ -47,22 +47,6 @@ BENCHMARKS: dict[str, Callable[[bool], Any]] = {
 }
 
 
-def machine() -> dict[str, Any]:
-    """What the figures depend on: cores, memory, CPU model, versions."""
-    meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), ""
-    )
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(int(meminfo[1]) / 2**20, 1),
-        "cpu": model,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runtime", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps, repeats and sizes")
@@ -73,7 +57,7 @@ def main() -> int:
         "command": shlex.join(["python", "-m", "bench.runtime", *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "machine": machine(),
+        "machine": {**describe(), "torch": torch.__version__},
         "load_before": os.getloadavg(),
     }
     result["runs"] = {}
