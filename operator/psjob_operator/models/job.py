@@ -11,7 +11,7 @@ from psjob_operator.models.base import ApiModel, FieldRuleError
 from psjob_operator.models.replica import ReplicaSpec
 from psjob_operator.models.run_policy import RunPolicy, SuccessPolicy
 from psjob_operator.models.status import JobStatus
-from psjob_operator.models.training import Training
+from psjob_operator.models.training import Mode, Training
 
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 _JOB_NAME = re.compile(JOB_NAME_PATTERN)
@@ -41,7 +41,38 @@ class ObjectMeta(ApiModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+_ASYNC_ONLY = (
+    "runPolicy.maxFailedWorkers only applies to training mode async (in sync and ssp mode a "
+    "lost worker stops the servers): set spec.training.mode: async or remove maxFailedWorkers"
+)
+_ONE_WORKER_LEFT = (
+    "runPolicy.maxFailedWorkers must be less than spec.workers.replicas (at least one worker "
+    "has to finish the training): lower maxFailedWorkers or add workers"
+)
+
+
 class PSJobSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.runPolicy) || !has(self.runPolicy.maxFailedWorkers) || "
+                    "self.runPolicy.maxFailedWorkers == 0 || (has(self.training) && "
+                    "has(self.training.mode) && self.training.mode == 'async')",
+                    "message": _ASYNC_ONLY,
+                    "fieldPath": ".runPolicy.maxFailedWorkers",
+                },
+                {
+                    "rule": "!has(self.runPolicy) || !has(self.runPolicy.maxFailedWorkers) || "
+                    "self.runPolicy.maxFailedWorkers < (has(self.workers) && "
+                    "has(self.workers.replicas) ? self.workers.replicas : 1)",
+                    "message": _ONE_WORKER_LEFT,
+                    "fieldPath": ".runPolicy.maxFailedWorkers",
+                },
+            ]
+        }
+    )
+
     image: str = Field(
         min_length=1,
         description="Container image of the servers and workers (the psjob runtime image, or "
@@ -65,6 +96,16 @@ class PSJobSpec(ApiModel):
         description="AllWorkers: the job succeeds when every worker succeeded. Worker0: when "
         "worker 0 succeeded.",
     )
+
+    @model_validator(mode="after")
+    def _tolerated_failures_fit(self) -> "PSJobSpec":
+        """Only async servers drop a lost worker, and someone must be left to finish."""
+        tolerated = self.run_policy.max_failed_workers
+        if tolerated > 0 and self.training.mode != Mode.ASYNC:
+            raise FieldRuleError("runPolicy.maxFailedWorkers", _ASYNC_ONLY)
+        if tolerated >= self.workers.replicas:
+            raise FieldRuleError("runPolicy.maxFailedWorkers", _ONE_WORKER_LEFT)
+        return self
 
     def replica_spec(self, role: Role) -> ReplicaSpec:
         return self.servers if role == Role.SERVER else self.workers

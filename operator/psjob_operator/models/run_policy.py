@@ -55,3 +55,13 @@ class RunPolicy(ApiModel):
     scheduling_policy: SchedulingPolicy = Field(
         default_factory=SchedulingPolicy, description="Scheduler settings of every pod."
     )
+    max_failed_workers: int = Field(
+        0,
+        ge=0,
+        le=10000,
+        description="async training only: how many worker pods may fail or vanish (preemption, "
+        "eviction) while the job goes on without them; they are not recreated. One more "
+        "failure restarts or fails the job by restartPolicy. Must be less than "
+        "workers.replicas; server failures and, with successPolicy Worker0, a failure of "
+        "worker 0 are never tolerated. Counted per attempt.",
+    )

@@ -46,7 +46,11 @@ class RoleStatus(ApiModel):
     active: int = Field(0, description="Pods running or about to run.")
     ready: int = Field(0, description="Pods whose main container is running and ready.")
     succeeded: int = Field(0, description="Pods that exited 0.")
-    failed: int = Field(0, description="Pods that failed.")
+    failed: int = Field(
+        0,
+        description="Pods that failed; for workers also those lost and tolerated "
+        "(runPolicy.maxFailedWorkers), whether they failed or vanished.",
+    )
     summary: str = Field("", description="ready/total, for `kubectl get`.")
 
 
@@ -54,8 +58,9 @@ class ReplicaStatus(ApiModel):
     role: Literal["server", "worker"] = Field(description="server or worker.")
     index: int = Field(description="Replica index within the role.")
     phase: str = Field(
-        description="Pod phase; Terminating while it stops; Stopped for servers the operator "
-        "ended after the workers succeeded; Deleted when the pod vanished."
+        description="Pod phase; Terminating while it stops; Stopped for pods the operator "
+        "ended after the job succeeded (servers; under Worker0 the other workers); Deleted when "
+        "the pod vanished."
     )
     restarts: int = Field(0, description="Job restarts this replica went through (its attempt).")
     exit_code: int | None = Field(None, description="Last exit code of the main container.")
