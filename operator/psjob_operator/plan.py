@@ -32,6 +32,11 @@ STOPPED = "Stopped"
 DELETED = "Deleted"
 TERMINATING = "Terminating"
 _FINISHED = frozenset({"Succeeded", "Failed", STOPPED})
+LOST = frozenset({"Failed", DELETED, TERMINATING})
+"""Phases of a replica whose pod will not finish its work in this attempt."""
+
+ReplicaKey = tuple[str, int]
+"""(role, index) of a replica."""
 
 
 class EventType(StrEnum):
@@ -54,6 +59,10 @@ class Decision:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     delete_job: bool = False
+
+
+def _workers(count: int) -> str:
+    return "worker" if count == 1 else "workers"
 
 
 def restart_backoff(restart_count: int) -> float:
@@ -98,6 +107,12 @@ class _Reconcile:
         self.status.worker_selector = selector(role_labels(job.metadata.name, Role.WORKER))
         self.pods = {pod.name: pod for pod in pods}
         self.decision = Decision(status=self.status)
+        self.before: dict[tuple[str, int, int], str] = {
+            (r.role, r.index, r.restarts): r.phase for r in previous.replicas
+        }
+        """Each replica's phase as the status last reported it: what changed since."""
+        self.tolerated: list[ReplicaStatus] = []
+        """Lost workers the job goes on without (runPolicy.maxFailedWorkers)."""
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -157,7 +172,14 @@ class _Reconcile:
                 replica.phase = DELETED
         self.status.replicas = sorted(known.values(), key=lambda r: (r.role, r.index))
 
+    def was_lost(self, replica: ReplicaStatus) -> bool:
+        return self.before.get((replica.role, replica.index, replica.restarts)) in LOST
+
+    def tolerated_keys(self) -> set[ReplicaKey]:
+        return {(r.role, r.index) for r in self.tolerated}
+
     def count(self) -> None:
+        tolerated = self.tolerated_keys()
         for role in Role:
             replicas = [r for r in self.status.replicas if r.role == role.value]
             total = self.spec.replica_spec(role).replicas
@@ -167,7 +189,9 @@ class _Reconcile:
                 active=sum(1 for p in pods if p.phase in ("Pending", "Running")),
                 ready=ready,
                 succeeded=sum(1 for r in replicas if r.phase == "Succeeded"),
-                failed=sum(1 for r in replicas if r.phase == "Failed"),
+                failed=sum(
+                    1 for r in replicas if r.phase == "Failed" or (r.role, r.index) in tolerated
+                ),
                 summary=f"{ready}/{total}",
             )
             if role == Role.SERVER:
@@ -197,7 +221,10 @@ class _Reconcile:
             self.active()
         self.merge_replicas()
         if self.status.phase == Phase.SUCCEEDED:
-            self.mark_stopped_servers()
+            self.mark_stopped()
+            self.tolerated = [
+                r for r in self.status.replicas if r.role == Role.WORKER.value and r.phase in LOST
+            ]
         self.count()
         self.ready_condition()
         return self.decision
@@ -283,12 +310,15 @@ class _Reconcile:
         if self.spec_changed():
             self.restart("SpecChanged", "the spec changed: restarting with the new spec", False)
             return
-        if self.workers_succeeded():
-            self.succeed()
-            return
-        failure = self.first_failure()
+        self.tolerated = self.tolerated_workers()
+        succeeded = self.workers_succeeded()
+        failure = None if succeeded else self.first_failure()
         if failure is not None:
             self.handle_failure(failure)
+            return
+        self.report_tolerated()
+        if succeeded:
+            self.succeed()
             return
         self.create_missing()
         self.progress()
@@ -297,22 +327,60 @@ class _Reconcile:
         digest = spec_hash(self.job)
         return any(p.spec_hash != digest for p in self.current() if not p.finished)
 
+    def tolerated_workers(self) -> list[ReplicaStatus]:
+        """The lost workers the job goes on without: at most runPolicy.maxFailedWorkers.
+
+        Only async servers drop a lost worker, which admission ensures for maxFailedWorkers > 0.
+        Workers lost earlier keep their place, so the one that goes over the limit is the one
+        judged by restartPolicy. Worker 0 decides success under Worker0: never tolerated.
+        """
+        candidates = [
+            r
+            for r in self.status.replicas
+            if r.role == Role.WORKER.value
+            and r.phase in LOST
+            and not (r.index == 0 and self.spec.success_policy == SuccessPolicy.WORKER0)
+        ]
+        candidates.sort(key=lambda r: (not self.was_lost(r), r.index))
+        return candidates[: self.spec.run_policy.max_failed_workers]
+
+    def report_tolerated(self) -> None:
+        """A Warning event for each worker newly tolerated: the job shrinks, visibly."""
+        limit = self.spec.run_policy.max_failed_workers
+        for number, replica in enumerate(self.tolerated, start=1):
+            if self.was_lost(replica):
+                continue
+            self.event(
+                EventType.WARNING,
+                "WorkerFailureTolerated",
+                f"{self.failure_of(replica).describe()}; tolerated ({number} of "
+                f"maxFailedWorkers {limit}): the job goes on without it",
+            )
+
     def workers_succeeded(self) -> bool:
-        workers = {r.index: r.phase for r in self.status.replicas if r.role == Role.WORKER.value}
+        """AllWorkers: every worker succeeded or is a tolerated loss. Worker0: worker 0 did."""
+        tolerated = self.tolerated_keys()
+        workers = {
+            r.index: r.phase
+            for r in self.status.replicas
+            if r.role == Role.WORKER.value and (r.role, r.index) not in tolerated
+        }
         if self.spec.success_policy == SuccessPolicy.WORKER0:
             return workers.get(0) == "Succeeded"
-        return len(workers) == self.spec.workers.replicas and all(
+        return len(workers) + len(tolerated) == self.spec.workers.replicas and all(
             phase == "Succeeded" for phase in workers.values()
         )
 
+    def failure_of(self, replica: ReplicaStatus) -> Failure:
+        role = Role(replica.role)
+        name = pod_name(self.job.metadata.name, role, replica.index)
+        return Failure(name, role, replica.exit_code, deleted=replica.phase != "Failed")
+
     def first_failure(self) -> Failure | None:
+        tolerated = self.tolerated_keys()
         for replica in self.status.replicas:
-            role = Role(replica.role)
-            name = pod_name(self.job.metadata.name, role, replica.index)
-            if replica.phase == "Failed":
-                return Failure(name, role, replica.exit_code, deleted=False)
-            if replica.phase in (DELETED, TERMINATING):
-                return Failure(name, role, replica.exit_code, deleted=True)
+            if replica.phase in LOST and (replica.role, replica.index) not in tolerated:
+                return self.failure_of(replica)
         return None
 
     def handle_failure(self, failure: Failure) -> None:
@@ -320,22 +388,34 @@ class _Reconcile:
             failure.exit_code is not None
             and self.spec.replica_spec(failure.role).is_retryable(failure.exit_code)
         )
-        self.event(EventType.WARNING, "PodFailed", failure.describe())
+        cause = failure.describe() + self.not_tolerated_because(failure)
+        self.event(EventType.WARNING, "PodFailed", cause)
         limit = self.spec.run_policy.backoff_limit
         if not retryable:
             self.fail(
                 "PodFailed",
-                f"{failure.describe()}, which restartPolicy "
+                f"{cause}, which restartPolicy "
                 f"{self.spec.replica_spec(failure.role).restart_policy.value} does not retry",
             )
         elif self.status.restart_count >= limit:
             self.fail(
                 "BackoffLimitExceeded",
-                f"{failure.describe()}; the job already restarted {self.status.restart_count} "
+                f"{cause}; the job already restarted {self.status.restart_count} "
                 f"times (backoffLimit {limit})",
             )
         else:
-            self.restart("PodFailed", failure.describe(), True)
+            self.restart("PodFailed", cause, True)
+
+    def not_tolerated_because(self, failure: Failure) -> str:
+        """Why a worker failure restarts or fails a job that tolerates some."""
+        limit = self.spec.run_policy.max_failed_workers
+        if failure.role != Role.WORKER or limit == 0:
+            return ""
+        if failure.pod == pod_name(self.job.metadata.name, Role.WORKER, 0) and (
+            self.spec.success_policy == SuccessPolicy.WORKER0
+        ):
+            return " (worker 0 decides success under successPolicy Worker0: never tolerated)"
+        return f" (one more than maxFailedWorkers {limit})"
 
     def restart(self, reason: str, cause: str, counts: bool) -> None:
         """Whole-job restart: a torch.distributed group cannot heal in place."""
@@ -362,6 +442,12 @@ class _Reconcile:
         self.status.completion_time = self.now
         rule = "worker 0" if self.spec.success_policy == SuccessPolicy.WORKER0 else "all workers"
         message = f"{rule} succeeded"
+        if self.tolerated:
+            lost = len(self.tolerated)
+            message += (
+                f"; {lost} {_workers(lost)} failed and {'was' if lost == 1 else 'were'} "
+                f"tolerated (maxFailedWorkers {self.spec.run_policy.max_failed_workers})"
+            )
         self.condition(ConditionType.SUCCEEDED, True, "WorkersSucceeded", message)
         self.condition(ConditionType.RUNNING, False, "WorkersSucceeded", message)
         self.event(EventType.NORMAL, "Succeeded", message)
@@ -410,9 +496,17 @@ class _Reconcile:
         self.condition(ConditionType.POD_GROUP, False, "PodGroupCRDMissing", message)
 
     def progress(self) -> None:
-        """Pending -> Created (every pod exists) -> Running (every pod runs or is done)."""
-        total = len(self.wanted())
-        observed = [r for r in self.status.replicas if r.phase != DELETED]
+        """Pending -> Created (every pod exists) -> Running (every pod runs or is done).
+
+        Tolerated lost workers are left out: the job runs on without them.
+        """
+        tolerated = self.tolerated_keys()
+        total = len(self.wanted()) - len(tolerated)
+        observed = [
+            r
+            for r in self.status.replicas
+            if r.phase != DELETED and (r.role, r.index) not in tolerated
+        ]
         if len(observed) < total:
             self.status.phase = self.status.phase or Phase.PENDING
             return
@@ -434,10 +528,22 @@ class _Reconcile:
                 ConditionType.RUNNING, False, "PodsPending", f"{waiting} of {total} pods pending"
             )
 
-    def mark_stopped_servers(self) -> None:
-        """Servers are a service role: after success they are stopped, never reported failed."""
+    def mark_stopped(self) -> None:
+        """Pods the operator ends after success are reported Stopped, never failed.
+
+        Servers are a service role; under Worker0 the other workers may still run. A worker
+        lost before the success keeps its phase: it is a tolerated failure.
+        """
+        decided_now = self.previous_phase != Phase.SUCCEEDED
         for replica in self.status.replicas:
-            if replica.role == Role.SERVER.value and replica.phase != "Succeeded":
+            if replica.phase == "Succeeded":
+                continue
+            before = self.before.get((replica.role, replica.index, replica.restarts))
+            if (
+                replica.role == Role.SERVER.value
+                or before == STOPPED
+                or (decided_now and replica.phase not in LOST)
+            ):
                 replica.phase = STOPPED
 
     def ready_condition(self) -> None:
@@ -449,9 +555,14 @@ class _Reconcile:
         elif (
             phase == Phase.RUNNING
             and servers.ready == self.spec.servers.replicas
-            and (workers.ready + workers.succeeded == self.spec.workers.replicas)
+            and workers.ready + workers.succeeded + len(self.tolerated)
+            == self.spec.workers.replicas
         ):
-            self.condition(ConditionType.READY, True, "PodsReady", "every pod is ready")
+            message = "every pod is ready"
+            if self.tolerated:
+                lost = len(self.tolerated)
+                message = f"every remaining pod is ready ({lost} lost {_workers(lost)} tolerated)"
+            self.condition(ConditionType.READY, True, "PodsReady", message)
         else:
             reason = phase.value if phase else "Pending"
             self.condition(ConditionType.READY, False, reason, f"the job is {reason.lower()}")

@@ -4,9 +4,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from psjob_operator.models import ConditionType, JobStatus, Phase, PSJob, Role
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, decide, restart_backoff
+from pydantic import ValidationError
 
 from tests.support.pod_views import all_pod_views, pod_view
 
@@ -282,3 +284,165 @@ def test_gang_scheduling_without_its_crd_is_reported_and_pods_still_start() -> N
     installed = decide(make_job(runPolicy={"schedulingPolicy": {"minAvailable": 3}}), [], T0, True)
     job = job.model_copy(update={"status": installed.status})
     assert condition(job, ConditionType.POD_GROUP)[0] == "True"
+
+
+# --- lost workers in async mode (runPolicy.maxFailedWorkers) ---------------------------------
+
+
+def async_job(max_failed: int = 1, **spec: Any) -> PSJob:
+    """One server, three workers, async training that tolerates `max_failed` lost workers."""
+    return make_job(
+        **{
+            "workers": {"replicas": 3},
+            "training": {"mode": "async"},
+            "runPolicy": {"maxFailedWorkers": max_failed},
+            **spec,
+        }
+    )
+
+
+def running(job: PSJob) -> list[PodView]:
+    return [pod_view(job, Role.SERVER, 0)] + [pod_view(job, Role.WORKER, i) for i in range(3)]
+
+
+def reasons(decision: Decision) -> list[str]:
+    return [e.reason for e in decision.events]
+
+
+def test_a_failed_worker_is_tolerated_and_the_job_succeeds_without_it() -> None:
+    # ExitCode would fail the job on code 1: tolerance comes first.
+    job, _ = step(async_job(workers={"replicas": 3, "restartPolicy": "ExitCode"}), [])
+    job, _ = step(job, running(job))
+    pods = running(job)
+    pods[3] = pod_view(job, Role.WORKER, 2, "Failed", exit_code=1)
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.RUNNING
+    assert decision.create_pods == [] and decision.delete_pods == []
+    assert reasons(decision) == ["WorkerFailureTolerated"]
+    (event,) = decision.events
+    assert event.type == "Warning"
+    assert "j-worker-2 exited with code 1" in event.message
+    assert "1 of maxFailedWorkers 1" in event.message
+    assert status_of(job).workers.failed == 1
+    assert condition(job, ConditionType.READY)[0] == "True"
+    # Level-based: seeing the same pods again posts nothing more.
+    job, decision = step(job, pods, T0 + timedelta(seconds=5))
+    assert decision.events == [] and decision.create_pods == []
+    pods[1] = pod_view(job, Role.WORKER, 0, "Succeeded")
+    pods[2] = pod_view(job, Role.WORKER, 1, "Succeeded")
+    job, decision = step(job, pods, T0 + timedelta(seconds=30))
+    assert status_of(job).phase == Phase.SUCCEEDED
+    assert decision.delete_pods == ["j-server-0"]
+    status, _, message = condition(job, ConditionType.SUCCEEDED)
+    assert status == "True"
+    assert "1 worker failed and was tolerated (maxFailedWorkers 1)" in message
+    assert status_of(job).restart_count == 0 and status_of(job).attempt == 0
+    assert status_of(job).workers.failed == 1 and status_of(job).workers.succeeded == 2
+    worker2 = next(r for r in status_of(job).replicas if (r.role, r.index) == ("worker", 2))
+    assert (worker2.phase, worker2.exit_code) == ("Failed", 1)
+    # The server's SIGTERM after success changes none of it.
+    pods[0] = pod_view(job, Role.SERVER, 0, "Failed", exit_code=143)
+    job, _ = step(job, pods, T0 + timedelta(seconds=31))
+    assert status_of(job).workers.failed == 1 and status_of(job).servers.failed == 0
+
+
+def test_a_deleted_worker_pod_is_a_tolerated_failure_and_is_not_recreated() -> None:
+    job, _ = step(async_job(), [])
+    job, _ = step(job, running(job))
+    pods = running(job)
+    pods[2] = replace(pods[2], deleting=True)  # preempted: the pod is terminating
+    job, decision = step(job, pods)
+    assert reasons(decision) == ["WorkerFailureTolerated"]
+    assert "j-worker-1 was deleted" in decision.events[0].message
+    assert status_of(job).phase == Phase.RUNNING and status_of(job).workers.failed == 1
+    del pods[2]  # and then gone
+    job, decision = step(job, pods)
+    assert decision.events == [] and decision.create_pods == []
+    assert status_of(job).phase == Phase.RUNNING and status_of(job).workers.failed == 1
+    assert [r.phase for r in status_of(job).replicas if r.role == "worker"] == [
+        "Running",
+        "Deleted",
+        "Running",
+    ]
+
+
+def test_one_lost_worker_more_than_tolerated_restarts_the_job_with_a_fresh_count() -> None:
+    job, _ = step(async_job(), [])
+    job, _ = step(job, running(job))
+    pods = running(job)
+    pods[3] = pod_view(job, Role.WORKER, 2, "Failed", exit_code=137)
+    job, _ = step(job, pods)
+    pods[2] = pod_view(job, Role.WORKER, 1, "Failed", exit_code=75)
+    job, decision = step(job, pods, T0 + timedelta(seconds=5))
+    assert status_of(job).phase == Phase.RESTARTING
+    assert status_of(job).restart_count == 1 and status_of(job).attempt == 1
+    message = condition(job, ConditionType.RESTARTING)[2]
+    # The worker that went over the limit is the one named, not the one tolerated before.
+    assert "j-worker-1 exited with code 75 (one more than maxFailedWorkers 1)" in message
+    assert reasons(decision) == ["PodFailed", "Restarting"]
+    # The next attempt has every worker again, and nothing lost yet.
+    job, decision = step(job, [], T0 + timedelta(minutes=1))
+    assert len(decision.create_pods) == 4
+    assert status_of(job).workers.failed == 0
+
+
+def test_one_lost_worker_more_than_tolerated_fails_the_job_under_never() -> None:
+    job, _ = step(async_job(workers={"replicas": 3, "restartPolicy": "Never"}), [])
+    job, _ = step(job, running(job))
+    pods = running(job)
+    pods[2] = pod_view(job, Role.WORKER, 1, "Failed", exit_code=1)
+    pods[3] = pod_view(job, Role.WORKER, 2, "Failed", exit_code=1)
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.FAILED
+    assert "j-worker-2 exited with code 1 (one more than" in condition(job, ConditionType.FAILED)[2]
+    assert reasons(decision) == ["PodFailed", "Failed"]
+
+
+def test_a_server_failure_is_never_tolerated() -> None:
+    job, _ = step(async_job(), [])
+    job, _ = step(job, running(job))
+    pods = running(job)
+    pods[0] = pod_view(job, Role.SERVER, 0, "Failed", exit_code=75)
+    job, _ = step(job, pods)
+    assert status_of(job).phase == Phase.RESTARTING
+
+
+def test_worker0_decides_success_so_its_failure_is_never_tolerated() -> None:
+    job, _ = step(
+        async_job(successPolicy="Worker0", workers={"replicas": 3, "restartPolicy": "Never"}), []
+    )
+    job, _ = step(job, running(job))
+    pods = running(job)
+    pods[1] = pod_view(job, Role.WORKER, 0, "Failed", exit_code=1)
+    failed, decision = step(job, pods)
+    assert status_of(failed).phase == Phase.FAILED
+    assert "never tolerated" in condition(failed, ConditionType.FAILED)[2]
+    # Another worker is tolerated; worker 0's success ends the job and stops the rest.
+    pods = running(job)
+    pods[2] = pod_view(job, Role.WORKER, 1, "Failed", exit_code=1)
+    job, _ = step(job, pods)
+    assert status_of(job).phase == Phase.RUNNING
+    pods[1] = pod_view(job, Role.WORKER, 0, "Succeeded")
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.SUCCEEDED
+    assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-2"]
+    # Worker 2, stopped by the operator, is Stopped: only the tolerated loss counts as failed.
+    pods[3] = pod_view(job, Role.WORKER, 2, "Failed", exit_code=143, deleting=True)
+    job, _ = step(job, pods)
+    assert [r.phase for r in status_of(job).replicas if r.role == "worker"] == [
+        "Succeeded",
+        "Failed",
+        "Stopped",
+    ]
+    assert status_of(job).workers.failed == 1
+
+
+def test_sync_mode_tolerates_no_worker_failure() -> None:
+    with pytest.raises(ValidationError, match="only applies to training mode async"):
+        make_job(workers={"replicas": 3}, runPolicy={"maxFailedWorkers": 1})
+    job, _ = step(make_job(workers={"replicas": 3}), [])
+    pods = running(job)
+    pods[3] = pod_view(job, Role.WORKER, 2, "Failed", exit_code=137)
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.RESTARTING
+    assert "WorkerFailureTolerated" not in reasons(decision)
