@@ -18,8 +18,9 @@ def spot_job() -> Manifest:
     job["spec"]["servers"]["replicas"] = 1
     job["spec"]["workers"]["replicas"] = 3
     job["spec"]["training"]["mode"] = "async"
-    # Long enough (about 200 steps per worker) for the deletion to land mid-training.
-    job["spec"]["training"]["config"] = {"epochs": 15}
+    # 750 steps per worker: seconds of training even on a fast machine, so that the
+    # deletion lands mid-training.
+    job["spec"]["training"]["config"] = {"epochs": 50}
     job["spec"]["runPolicy"]["maxFailedWorkers"] = 1
     return job
 
