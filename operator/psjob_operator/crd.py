@@ -138,7 +138,9 @@ def openapi_schema() -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": status,
+            # Defaulted on every read, so that a job nobody has acted on yet shows
+            # observedGeneration 0 rather than no status at all (which kstatus calls Current).
+            "status": {**status, "default": {}},
         },
         "x-kubernetes-validations": NAME_RULES,
     }

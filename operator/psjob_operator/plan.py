@@ -100,10 +100,10 @@ class _Reconcile:
         self.spec = job.spec
         self.now = now
         self.generation = job.metadata.generation
-        previous = job.status or JobStatus()
+        previous = job.status
         self.previous_phase = previous.phase
         self.status = previous.model_copy(deep=True)
-        self.status.observed_generation = self.generation
+        self.status.observed_generation = self.generation or 0
         self.status.worker_selector = selector(role_labels(job.metadata.name, Role.WORKER))
         self.pods = {pod.name: pod for pod in pods}
         self.decision = Decision(status=self.status)

@@ -21,7 +21,7 @@ HEALTH_KEY = "resource.customizations.health.psjob.dev_PSJob"
 
 # phase fixture -> (Argo CD health, kstatus status)
 EXPECTED = {
-    "new": ("Progressing", "Current"),
+    "new": ("Progressing", "InProgress"),
     "pending": ("Progressing", "InProgress"),
     "created": ("Progressing", "InProgress"),
     "running-not-ready": ("Progressing", "InProgress"),
@@ -91,8 +91,8 @@ def kstatus_verdicts(
 def test_kstatus_of_every_phase(phase: str, kstatus_verdicts: dict[str, dict[str, str]]) -> None:
     """What Flux's health checks and `flux/kpt wait` conclude.
 
-    A PSJob the operator has not yet seen ("new") has no status at all, and kstatus calls any
-    such object Current: Flux may count it ready for the second before the operator's first
-    status write. Every later state is judged from observedGeneration, Ready and Stalled.
+    A PSJob the operator has not yet seen ("new") reads with the status the CRD defaults,
+    observedGeneration 0, so kstatus waits for the operator instead of calling it Current.
+    Every later state is judged from observedGeneration, Ready and Stalled.
     """
     assert kstatus_verdicts[phase]["status"] == EXPECTED[phase][1], kstatus_verdicts[phase]

@@ -116,7 +116,10 @@ class PSJob(ApiModel):
     kind: Literal["PSJob"] = "PSJob"
     metadata: ObjectMeta
     spec: PSJobSpec
-    status: JobStatus | None = None
+    status: JobStatus = Field(
+        default_factory=JobStatus,
+        description="Written by the operator; the API server defaults it on every read.",
+    )
 
     @model_validator(mode="after")
     def _name_fits_dns(self) -> "PSJob":

@@ -72,8 +72,10 @@ class JobStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list, description="Latest observations of the job's state."
     )
-    observed_generation: int | None = Field(
-        None, description="The metadata.generation the operator last acted on."
+    observed_generation: int = Field(
+        0,
+        description="The metadata.generation the operator last acted on; 0 until it first "
+        "does, so that kstatus (Flux) reads a brand-new job as InProgress, not Current.",
     )
     servers: RoleStatus = Field(default_factory=RoleStatus, description="Server pod counts.")
     workers: RoleStatus = Field(default_factory=RoleStatus, description="Worker pod counts.")

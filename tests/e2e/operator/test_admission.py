@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from localcluster import LocalCluster
+from psjob_operator.models import JobStatus
 
 from tests.e2e.operator.support import ROOT, PSJobs
 
@@ -50,3 +51,16 @@ def test_changing_the_optimizer_of_an_existing_job_is_refused(
     )
     assert done.returncode != 0
     assert "spec.training.optimizer.name cannot change" in done.stderr
+
+
+def test_a_job_no_operator_has_seen_reads_as_not_yet_observed(
+    cluster: LocalCluster, psjob_crd: None, psjobs: PSJobs
+) -> None:
+    """The CRD defaults the status: with no operator running, a new job shows observedGeneration
+    0 below its generation, which GitOps tools (kstatus) read as InProgress, not Current. The
+    GitOps health tests (tests/chart) judge exactly this object: the default JobStatus."""
+    psjobs.apply(yaml.safe_load((ROOT / "examples/minimal.yaml").read_text()))
+    job = psjobs.get("minimal")
+    assert job["metadata"]["generation"] == 1
+    assert job["status"]["observedGeneration"] == 0
+    assert JobStatus.model_validate(job["status"]) == JobStatus()
