@@ -34,7 +34,7 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: lint system-deps cluster-tools ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests
+test: lint system-deps cluster-tools ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests (2 pytest-xdist workers)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 .PHONY: crds
