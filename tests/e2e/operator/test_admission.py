@@ -64,3 +64,28 @@ def test_a_job_no_operator_has_seen_reads_as_not_yet_observed(
     assert job["metadata"]["generation"] == 1
     assert job["status"]["observedGeneration"] == 0
     assert JobStatus.model_validate(job["status"]) == JobStatus()
+
+
+def test_updates_that_would_break_max_failed_workers_are_refused(
+    cluster: LocalCluster, psjob_crd: None, psjobs: PSJobs
+) -> None:
+    """maxFailedWorkers is checked on every write, not only on create: `kubectl scale` through
+    the scale subresource and a switch to sync mode are refused with the field and the fix."""
+    job = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
+    job["spec"]["workers"]["replicas"] = 3
+    job["spec"]["training"] = {"mode": "async"}
+    job["spec"]["runPolicy"] = {"maxFailedWorkers": 2}
+    psjobs.apply(job)
+
+    def refused(*args: str, input_text: str | None = None) -> str:
+        done = cluster.kubectl(*args, "-n", psjobs.namespace, input_text=input_text, check=False)
+        assert done.returncode != 0, done.stdout
+        return done.stderr
+
+    scaled = refused("scale", "psjob/minimal", "--replicas=2")
+    assert "maxFailedWorkers must be less than spec.workers.replicas" in scaled
+    job["spec"]["training"]["mode"] = "sync"
+    switched = refused("apply", "-f", "-", input_text=yaml.safe_dump(job))
+    assert "set spec.training.mode: async or remove maxFailedWorkers" in switched
+    stored = psjobs.get("minimal")["spec"]
+    assert stored["workers"]["replicas"] == 3 and stored["training"]["mode"] == "async"
