@@ -10,7 +10,7 @@ figure is the sum of every worker's samples/s over the timed steps. The contende
 run one after another, in reverse order on odd repeats, so that drift in the machine's load hits
 both sides of a ratio alike; the report takes ratios within a repeat and medians over repeats.
 
-`--quick` leaves out ssp and 2 servers, and runs fewer steps once.
+`--quick` leaves out ssp, 2 servers and 4 workers, and runs fewer steps once.
 
 On a machine with C cores no contender can exceed about C single-threaded processes' worth of
 samples/s: beyond that, more workers only share the same cores (the report says so).
@@ -45,6 +45,7 @@ from bench.runtime.jobs import (
 BATCH = 64
 LR = 0.01
 WORKERS = (1, 2, 4)
+QUICK_WORKERS = (1, 2)
 
 
 def _train_loop(
@@ -128,7 +129,11 @@ def psjob(mode: str, servers: int, workers: int, steps: int, warmup: int) -> flo
 
 
 def _contenders(
-    modes: tuple[str, ...], servers: tuple[int, ...], steps: int, warmup: int
+    modes: tuple[str, ...],
+    servers: tuple[int, ...],
+    worker_counts: tuple[int, ...],
+    steps: int,
+    warmup: int,
 ) -> list[dict[str, Any]]:
     """Every run of one repeat, in order: what it is and how to run it (key 'run')."""
     cores = os.cpu_count() or 1
@@ -141,7 +146,7 @@ def _contenders(
         }
         for threads in sorted({1, cores})
     ]
-    for workers in WORKERS:
+    for workers in worker_counts:
         runs.append(
             {"contender": "ddp", "workers": workers, "run": partial(ddp, workers, steps, warmup)}
         )
@@ -162,13 +167,12 @@ def _contenders(
 
 def measure(quick: bool) -> dict[str, Any]:
     """Every contender's samples/s in every repeat (records), with the settings they ran with."""
-    quick_modes, quick_servers = MODES[:2], (1,)
-    modes, servers, steps, warmup, repeats = (
-        (quick_modes, quick_servers, 8, 2, 1) if quick else (MODES, (1, 2), 16, 4, 2)
+    modes, servers, worker_counts, steps, warmup, repeats = (
+        (MODES[:2], (1,), QUICK_WORKERS, 8, 2, 1) if quick else (MODES, (1, 2), WORKERS, 16, 4, 2)
     )
     records = []
     for repeat in range(repeats):
-        runs = _contenders(modes, servers, steps, warmup)
+        runs = _contenders(modes, servers, worker_counts, steps, warmup)
         for run in runs if repeat % 2 == 0 else runs[::-1]:
             what = {k: v for k, v in run.items() if k != "run"}
             log(f"scaling (repeat {repeat + 1}/{repeats}): {what}")
