@@ -117,7 +117,7 @@ ctr: venv ## Train the ctr example: a 10M x 16 table on 2 servers + 2 workers (s
 BENCH_ARGS = $(if $(QUICK),--quick)
 
 .PHONY: bench-runtime
-bench-runtime: venv ## Runtime benchmarks vs gloo, DDP and one process (QUICK=1: about 3 minutes), JSON in bench/out/
+bench-runtime: venv ## Runtime benchmarks vs gloo, DDP and one process (QUICK=1: about 4 minutes on 2 cores), JSON in bench/out/
 	$(PY) -m bench.runtime $(BENCH_ARGS)
 
 .PHONY: bench-operator
@@ -125,5 +125,5 @@ bench-operator: venv cluster-tools system-deps ## Operator benchmarks on a no-ru
 	PYTHONPATH=tests/cluster $(PY) -m bench.operator $(BENCH_ARGS)
 
 .PHONY: bench
-bench: bench-runtime bench-operator ## Every benchmark (QUICK=1: a few minutes), then the plots and tables of bench/README.md
+bench: bench-runtime bench-operator ## Every benchmark (QUICK=1: about 7 minutes on 2 cores; full: about 15), then the plots and tables of bench/README.md
 	$(PY) -m bench.report
