@@ -5,8 +5,11 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
+from kubernetes import client
+from kubernetes.client import ApiException
 
 from tests.e2e.operator.support import OperatorProcess, PSJobs, eventually, job_manifest
 
@@ -63,3 +66,34 @@ def test_two_replicas_handle_every_job_once(
     leader.process.stop()
     psjobs.apply(job_manifest("after-failover", workers={"replicas": 1}))
     psjobs.wait_phase("after-failover", "Succeeded", timeout=60)
+
+
+def test_a_leader_whose_lease_is_taken_stops_with_exit_code_3(
+    start_operator: Callable[..., OperatorProcess], psjobs: PSJobs
+) -> None:
+    """Split-brain guard: when another identity holds the Lease (e.g. after this replica was cut
+    off from the API server), the operator stops acting and exits 3 so that it is restarted as a
+    standby, rather than reconciling beside the new leader."""
+    operator = start_operator("--leader-election-namespace", psjobs.namespace)
+    leases = client.CoordinationV1Api(psjobs.core.api_client)
+
+    def led_by_it() -> bool:
+        try:
+            lease = leases.read_namespaced_lease("psjob-operator", psjobs.namespace)
+        except ApiException:
+            return False
+        return lease.spec is not None and bool(lease.spec.holder_identity)
+
+    eventually(led_by_it, "the operator to take the Lease", timeout=30)
+    taken = {
+        "spec": {
+            "holderIdentity": "another-replica",
+            "renewTime": datetime.now(UTC),
+            "leaseDurationSeconds": 3600,
+        }
+    }
+    leases.patch_namespaced_lease("psjob-operator", psjobs.namespace, taken)
+
+    # It notices within one lease duration (15 s) and a renewal period.
+    assert operator.process.popen.wait(timeout=60) == 3
+    assert "was not renewed" in operator.process.log_path.read_text()
