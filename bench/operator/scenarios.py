@@ -248,12 +248,9 @@ def many_jobs(stage: Stage, jobs: int, servers: int, workers: int) -> Result:
         )
         counted = {n: _first(data, n, finished_one) or 0.0 for n in names}
         finish_latencies = [counted[n] - sent[n] for n in names]
-        seen_latencies = [
-            counted[n] - (data.pods[f"{n}-worker-0"].finished or sent[n]) for n in names
-        ]
-        apiserver_latencies = [
-            (data.pods[f"{n}-worker-0"].finished or sent[n]) - sent[n] for n in names
-        ]
+        seen = {n: data.pods[f"{n}-worker-0"].finished or sent[n] for n in names}
+        seen_latencies = [counted[n] - seen[n] for n in names]
+        apiserver_latencies = [seen[n] - sent[n] for n in names]
     finally:
         recorder.stop()
     memory = rss_bytes(stage.operator_pid)
