@@ -311,6 +311,7 @@ class _Reconcile:
             self.restart("SpecChanged", "the spec changed: restarting with the new spec", False)
             return
         self.tolerated = self.tolerated_workers()
+        self.mark_created()
         succeeded = self.workers_succeeded()
         failure = None if succeeded else self.first_failure()
         if failure is not None:
@@ -495,26 +496,36 @@ class _Reconcile:
             self.event(EventType.WARNING, "PodGroupUnavailable", message)
         self.condition(ConditionType.POD_GROUP, False, "PodGroupCRDMissing", message)
 
-    def progress(self) -> None:
-        """Pending -> Created (every pod exists) -> Running (every pod runs or is done).
+    def expected_pods(self) -> int:
+        """Tolerated lost workers are left out: the job runs on without them."""
+        return len(self.wanted()) - len(self.tolerated)
 
-        Tolerated lost workers are left out: the job runs on without them.
-        """
+    def observed(self) -> list[ReplicaStatus] | None:
+        """The replicas of this attempt when every expected pod exists, else None."""
         tolerated = self.tolerated_keys()
-        total = len(self.wanted()) - len(tolerated)
         observed = [
             r
             for r in self.status.replicas
             if r.phase != DELETED and (r.role, r.index) not in tolerated
         ]
-        if len(observed) < total:
+        return observed if len(observed) >= self.expected_pods() else None
+
+    def mark_created(self) -> None:
+        """Created once every pod exists, even when the job ends before it is seen running:
+        a short job may succeed or fail between two looks at it."""
+        observed = self.observed()
+        if observed is None or is_true(self.status.conditions, ConditionType.CREATED):
+            return
+        total = self.expected_pods()
+        self.condition(ConditionType.CREATED, True, "PodsCreated", f"all {total} pods were created")
+        self.event(EventType.NORMAL, "Created", f"created {total} pods and 2 services")
+
+    def progress(self) -> None:
+        """Pending -> Created (every pod exists) -> Running (every pod runs or is done)."""
+        observed = self.observed()
+        if observed is None:
             self.status.phase = self.status.phase or Phase.PENDING
             return
-        if not is_true(self.status.conditions, ConditionType.CREATED):
-            self.condition(
-                ConditionType.CREATED, True, "PodsCreated", f"all {total} pods were created"
-            )
-            self.event(EventType.NORMAL, "Created", f"created {total} pods and 2 services")
         running = all(r.phase in ("Running", "Succeeded") for r in observed)
         if running:
             if self.status.phase != Phase.RUNNING:
@@ -525,7 +536,10 @@ class _Reconcile:
             waiting = sum(1 for r in observed if r.phase == "Pending")
             self.status.phase = Phase.CREATED
             self.condition(
-                ConditionType.RUNNING, False, "PodsPending", f"{waiting} of {total} pods pending"
+                ConditionType.RUNNING,
+                False,
+                "PodsPending",
+                f"{waiting} of {self.expected_pods()} pods pending",
             )
 
     def mark_stopped(self) -> None:

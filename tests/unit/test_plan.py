@@ -118,6 +118,16 @@ def test_worker0_success_policy() -> None:
     assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-1"]
 
 
+def test_a_job_that_ends_before_it_is_seen_running_still_reports_its_pods_created() -> None:
+    """A short job can succeed between two reconciles: Created is still true and announced."""
+    job, _ = step(make_job(workers={"replicas": 1}), [])
+    pods = [pod_view(job, Role.SERVER, 0), pod_view(job, Role.WORKER, 0, "Succeeded")]
+    job, decision = step(job, pods)
+    assert status_of(job).phase == Phase.SUCCEEDED
+    assert condition(job, ConditionType.CREATED)[:2] == ("True", "PodsCreated")
+    assert [e.reason for e in decision.events] == ["Created", "Succeeded"]
+
+
 def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
     job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}), [])
     pods = all_pod_views(job)
@@ -129,7 +139,8 @@ def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
     assert "j-worker-1" in message and "code 1" in message
     assert condition(job, ConditionType.STALLED)[0] == "True"
     assert sorted(decision.delete_pods) == ["j-server-0", "j-worker-0"]
-    assert [e.reason for e in decision.events] == ["PodFailed", "Failed"]
+    # Its pods were first seen with one already failed: they all existed, so Created comes first.
+    assert [e.reason for e in decision.events] == ["Created", "PodFailed", "Failed"]
 
 
 def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:
