@@ -5,22 +5,27 @@
   namespace (several for the HA test); each is stopped after the test.
 - ``operator`` (function): one running operator for the test's namespace.
 - ``psjobs`` (function): apply, read and wait for PSJobs and their pods (support.PSJobs).
+
+When a test that started operators fails, its report shows the tail of each operator's log.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 from localcluster import LocalCluster
+from localcluster.controlplane import tail
 from localcluster.procs import start_process
 from localcluster.waiting import wait_for
 
 from tests.e2e.operator.support import ROOT, OperatorProcess, PSJobs, free_port, healthy
+
+_OPERATOR_LOGS = pytest.StashKey[list[Path]]()
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +36,14 @@ def psjob_crd(cluster: LocalCluster) -> None:
 
 @pytest.fixture
 def start_operator(
-    cluster: LocalCluster, psjob_crd: None, namespace: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    cluster: LocalCluster,
+    psjob_crd: None,
+    namespace: str,
+    tmp_path: Path,
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
+    logs = request.node.stash.setdefault(_OPERATOR_LOGS, [])
 
     def start(*extra: str) -> OperatorProcess:
         port = free_port()
@@ -47,6 +57,7 @@ def start_operator(
             *extra,
         ]
         log = tmp_path / f"operator-{len(started)}.log"
+        logs.append(log)
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
         operator = OperatorProcess(
             start_process(f"operator-{len(started)}", argv, log, env=env), port
@@ -68,3 +79,14 @@ def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
 @pytest.fixture
 def psjobs(cluster: LocalCluster, namespace: str, api_client: client.ApiClient) -> PSJobs:
     return PSJobs(cluster, namespace, api_client)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for log in item.stash.get(_OPERATOR_LOGS, []):
+            report.sections.append((f"{log.name} (tail)", tail(log, 60)))
+    return report
