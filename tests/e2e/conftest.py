@@ -23,6 +23,8 @@ from kubernetes.client.exceptions import ApiException
 from localcluster import LocalCluster, local_cluster
 from localcluster.waiting import wait_for
 
+from tests.support.namespaces import delete_namespace
+
 E2E = Path(__file__).resolve().parent
 _CLUSTER = pytest.StashKey[LocalCluster]()
 _NAMESPACE = pytest.StashKey[str]()
@@ -68,11 +70,7 @@ def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> I
 
     wait_for(default_account_exists, f"the default ServiceAccount of namespace {name}")
     yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_namespace(core, name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from localcluster import LocalCluster
 from localcluster.waiting import wait_for
 
 from tests.e2e.operator.support import ROOT, free_port, job_manifest, raw
+from tests.support.namespaces import delete_namespace
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -75,11 +75,7 @@ def release_namespace(api_client: client.ApiClient) -> Iterator[str]:
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
     )
     yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_namespace(core, name)
 
 
 def operator_pods(api_client: client.ApiClient, namespace: str) -> list[Manifest]:
