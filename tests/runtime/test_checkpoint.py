@@ -125,7 +125,8 @@ def test_a_killed_job_resumes_on_three_servers_and_ends_where_an_uninterrupted_r
     store, first, second = tmp_path / "checkpoints", tmp_path / "first", tmp_path / "second"
     first.mkdir()
     checkpointing = ["--checkpoint-dir", str(store), "--checkpoint-every", "5", *ADAM]
-    slow = {**config, "out": str(first), "slow_worker": 0, "slow_seconds": 0.1}
+    # Worker 0 hangs after step 12 until the attempt ends: it cannot finish before the kill.
+    slow = {**config, "out": str(first), "hang_worker": 0, "hang_after_step": 12}
     log = tmp_path / "first.log"
     with log.open("w") as out:
         launcher = subprocess.Popen(

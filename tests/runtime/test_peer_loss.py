@@ -47,7 +47,16 @@ def test_a_dead_server_makes_every_other_process_exit_retryable(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_async_drops_a_dead_worker_and_the_others_finish(tmp_path: Path) -> None:
-    training = settings(tmp_path, "async", steps=60, slow_worker=0, slow_seconds=0.05)
+    # Worker 1 hangs after step 3 until killed: it cannot finish first. Worker 0 trains on.
+    training = settings(
+        tmp_path,
+        "async",
+        steps=60,
+        slow_worker=0,
+        slow_seconds=0.05,
+        hang_worker=1,
+        hang_after_step=3,
+    )
     plans = plan_job(1, 2, training, [sys.executable, str(RECORDER)])
     procs, logs = start_plans(plans, tmp_path)
     try:

@@ -27,6 +27,10 @@ class RecorderConfig(BaseModel):
     seed: int = 0
     slow_worker: int = -1
     slow_seconds: float = 0.0
+    hang_worker: int = -1
+    hang_after_step: int = 0
+    """Worker `hang_worker` stops after printing this step and sleeps until it is killed: a test
+    that kills it mid-training cannot be outrun by it, however loaded the machine is."""
     table_rows: int = 0
     ids_per_batch: int = 0
     """Draw ids from 0..ids_per_batch-1 only (0: the whole table), so batches share rows."""
@@ -71,6 +75,8 @@ def main() -> None:
         print(f"step {step} done", flush=True)
         if session.worker_index == config.slow_worker:
             time.sleep(config.slow_seconds)
+        if session.worker_index == config.hang_worker and step == config.hang_after_step:
+            time.sleep(3600)
     counts = session.transport.counts
     wire = {"sent": dict(counts.sent), "received": dict(counts.received)}
     traffic = None if table is None else dict(vars(table.traffic))
