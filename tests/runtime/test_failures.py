@@ -14,17 +14,10 @@ from psjob_runtime.errors import ExitCode
 from psjob_runtime.launch import plan_job
 from psjob_runtime.training import TrainingSettings
 
-from tests.runtime.jobs import RECORDER
+from tests.runtime.jobs import RECORDER, start_plans, wait_for_text
 
 TIMEOUT_SECONDS = 60
 """The job's peer timeout; detection must come well before it (a closed connection, not a wait)."""
-
-
-def wait_for(path: Path, text: str, limit: float = 180.0) -> None:
-    deadline = time.monotonic() + limit
-    while text not in path.read_text():
-        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -50,7 +43,7 @@ def test_killing_a_worker_stops_the_launched_job_and_names_it(tmp_path: Path) ->
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-        wait_for(log, "[worker-1] step 3 done")
+        wait_for_text(log, "[worker-1] step 3 done")
         match = re.search(r"started worker-1 \(rank 2\) pid (\d+)", log.read_text())
         assert match, log.read_text()
         os.kill(int(match.group(1)), signal.SIGKILL)
@@ -69,15 +62,9 @@ def test_without_a_launcher_every_survivor_exits_retryable_naming_the_lost_peer(
         {"timeoutSeconds": TIMEOUT_SECONDS, "config": {"out": str(tmp_path), "steps": 100000}}
     )
     plans = plan_job(1, 2, training, [sys.executable, str(RECORDER)])
-    logs = {plan.name: tmp_path / f"{plan.name}.log" for plan in plans}
-    procs = {}
-    for plan in plans:
-        with logs[plan.name].open("w") as out:
-            procs[plan.name] = subprocess.Popen(
-                plan.argv, env=plan.env, stdout=out, stderr=subprocess.STDOUT
-            )
+    procs, logs = start_plans(plans, tmp_path)
     try:
-        wait_for(logs["worker-1"], "step 3 done")
+        wait_for_text(logs["worker-1"], "step 3 done")
         procs["worker-1"].kill()
         killed_at = time.monotonic()
         codes = {name: procs[name].wait(TIMEOUT_SECONDS) for name in ("server-0", "worker-0")}
