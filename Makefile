@@ -13,11 +13,11 @@ STAMP := $(VENV)/.synced
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): $(LOCK) operator/pyproject.toml runtime/pyproject.toml
+$(STAMP): $(LOCK) operator/pyproject.toml runtime/pyproject.toml localcluster/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(VENV)/bin/pip install -q "uv==$$(sed -n 's/^uv==//p' $(LOCK))"
 	$(UV) pip sync -q --python $(PY) $(LOCK)
-	$(UV) pip install -q --python $(PY) --no-deps -e operator -e runtime
+	$(UV) pip install -q --python $(PY) --no-deps -e operator -e runtime -e localcluster
 	@touch $@
 
 .PHONY: venv
@@ -25,7 +25,7 @@ venv: $(STAMP) ## Build the pinned development environment (.venv) with the oper
 
 .PHONY: lock
 lock: $(STAMP) ## Re-resolve requirements/dev.lock from the pyproject files
-	$(UV) pip compile -q --python $(PY) operator/pyproject.toml runtime/pyproject.toml requirements/dev.in --extra examples -o $(LOCK)
+	$(UV) pip compile -q --python $(PY) operator/pyproject.toml runtime/pyproject.toml localcluster/pyproject.toml requirements/dev.in --extra examples -o $(LOCK)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check) and mypy
@@ -49,7 +49,7 @@ RUNTIME_IMAGE ?= ghcr.io/psjob/runtime
 RUNTIME_VARIANTS ?= cpu
 CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
 PSJOB_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/psjob_operator/__init__.py)
-HELM = $(shell PYTHONPATH=tests/cluster $(PY) -c 'from localcluster.tools import default_tools; print(default_tools().helm)')
+HELM = $(shell $(PY) -c 'from psjob_localcluster.tools import default_tools; print(default_tools().helm)')
 
 .PHONY: operator-lock
 operator-lock: $(STAMP) ## Re-pin requirements/operator.lock (operator image, hashed) at dev.lock's versions
@@ -77,7 +77,7 @@ kind-e2e: ## With Docker and kind (not in CI): build images, helm install, train
 	OPERATOR_IMAGE=$(OPERATOR_IMAGE) RUNTIME_IMAGE=$(RUNTIME_IMAGE) VERSION=$(PSJOB_VERSION) \
 		hack/kind-e2e.sh
 
-# --- the local Kubernetes control plane (tests/cluster, docs/cluster.md) ---
+# --- the local Kubernetes cluster (localcluster/, docs/cluster.md) ---
 SYSTEM_PACKAGES := libnss-wrapper openssl util-linux gcc libc6-dev
 
 .PHONY: system-deps
@@ -89,16 +89,16 @@ system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper
 	fi
 
 .PHONY: cluster-tools
-cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl and helm once per machine (cached)
-	$(PY) tests/cluster/build_tools.py
+cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl, kubelet, kube-proxy and helm once per machine (cached)
+	$(PY) -m psjob_localcluster.build
 
 .PHONY: dev-cluster
 dev-cluster: cluster-tools system-deps ## Run a local Kubernetes cluster (pods as local processes) until Ctrl-C
-	PYTHONPATH=tests/cluster $(PY) -m localcluster dev
+	$(PY) -m psjob_localcluster dev
 
 .PHONY: kind-cluster
 kind-cluster: ## With Docker and kind: a kind cluster at the pinned Kubernetes version
-	tests/cluster/kind-cluster.sh
+	hack/kind-cluster.sh
 
 # --- the PS runtime (runtime/, docs/runtime.md) ---
 DEMO_TRAINING := --mode sync --optimizer sgd --lr 0.05 --momentum 0.9
@@ -122,7 +122,7 @@ bench-runtime: venv ## Runtime benchmarks vs gloo, DDP and one process (QUICK=1:
 
 .PHONY: bench-operator
 bench-operator: venv cluster-tools system-deps ## Operator benchmarks on a no-run local cluster (QUICK=1: one repeat), JSON in bench/out/
-	PYTHONPATH=tests/cluster $(PY) -m bench.operator $(BENCH_ARGS)
+	$(PY) -m bench.operator $(BENCH_ARGS)
 
 .PHONY: bench
 bench: bench-runtime bench-operator ## Every benchmark (QUICK=1: about 7 minutes on 2 cores; full: about 15), then the plots and tables of bench/README.md

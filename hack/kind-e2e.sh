@@ -40,7 +40,7 @@ cleanup() {
 }
 
 step "kind cluster $CLUSTER at the pinned Kubernetes version"
-KIND_CLUSTER_NAME="$CLUSTER" tests/cluster/kind-cluster.sh
+KIND_CLUSTER_NAME="$CLUSTER" hack/kind-cluster.sh
 trap cleanup EXIT
 kubectl config use-context "kind-$CLUSTER"
 

@@ -1,6 +1,6 @@
 """Operator benchmarks on a no-run local cluster; JSON for bench/report.py.
 
-    PYTHONPATH=tests/cluster python -m bench.operator [--quick] [--profile]
+    python -m bench.operator [--quick] [--profile]
 
 1. growth: one PSJob (4 servers, 10/100/1,000 workers) through the operator, and the same
    rendered objects through `kubectl create` (the reference), alternating, `--repeats` times;

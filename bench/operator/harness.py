@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 from kubernetes import client
-from localcluster import LocalCluster, NodeSpec, local_cluster
-from localcluster.procs import ManagedProcess, start_process
-from localcluster.waiting import wait_for
+from psjob_localcluster import LocalCluster, NodeSpec, local_cluster
+from psjob_localcluster.procs import ManagedProcess, start_process
+from psjob_localcluster.waiting import wait_for
 
 from bench.operator.recorder import GROUP, PLURAL, VERSION, Recorder
 from tests.e2e.operator.support import free_port, healthy

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster.tools import KUBERNETES_VERSION, cache_root, default_tools
+from psjob_localcluster.tools import KUBERNETES_VERSION, cache_root, default_tools
 from psjob_operator.models import PSJob, Role
 from psjob_operator.observe import PodView
 from psjob_operator.plan import decide

@@ -13,7 +13,7 @@ from typing import Any
 import psjob_operator
 import pytest
 import yaml
-from localcluster.tools import KUBERNETES_VERSION
+from psjob_localcluster.tools import KUBERNETES_VERSION
 from psjob_operator.crd import crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]

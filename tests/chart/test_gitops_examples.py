@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster.tools import default_tools
+from psjob_localcluster.tools import default_tools
 from psjob_operator.validation import load_psjobs
 
 ROOT = Path(__file__).resolve().parents[2]

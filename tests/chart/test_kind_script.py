@@ -19,7 +19,7 @@ def test_kind_script_takes_the_users_path_in_order() -> None:
     """Cluster, images built and loaded, chart installed, the example waited for Succeeded."""
     text = SCRIPT.read_text()
     steps = [
-        "tests/cluster/kind-cluster.sh",
+        "hack/kind-cluster.sh",
         "make images",
         "kind load docker-image",
         "helm upgrade --install psjob charts/psjob-operator",

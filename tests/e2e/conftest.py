@@ -1,6 +1,6 @@
 """Fixtures for tests on the real control plane (see docs/cluster.md).
 
-- ``cluster`` (session): a ``localcluster.LocalCluster``: etcd, kube-apiserver,
+- ``cluster`` (session): a ``psjob_localcluster.LocalCluster``: etcd, kube-apiserver,
   kube-controller-manager, kube-scheduler and a node agent with nodes node-0 and node-1.
 - ``api_client`` (session): an admin ``kubernetes.client.ApiClient`` for it.
 - ``namespace`` (function): a fresh namespace (its default ServiceAccount exists), deleted
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from localcluster import LocalCluster, local_cluster
-from localcluster.waiting import wait_for
+from psjob_localcluster import LocalCluster, local_cluster
+from psjob_localcluster.waiting import wait_for
 
 from tests.support.namespaces import delete_namespace
 

@@ -1,4 +1,4 @@
-"""`python -m localcluster dev` (make dev-cluster) runs a usable cluster and, on Ctrl-C,
+"""`python -m psjob_localcluster dev` (make dev-cluster) runs a usable cluster and, on Ctrl-C,
 leaves no process behind: control plane, node agent and pod processes all end."""
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
-from localcluster.procs import process_exists, wait_until_gone
-from localcluster.tools import require_tools
-from localcluster.waiting import wait_for
+from psjob_localcluster.procs import process_exists, wait_until_gone
+from psjob_localcluster.tools import require_tools
+from psjob_localcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-CLUSTER_PACKAGE_PARENT = Path(__file__).resolve().parents[1] / "cluster"
 
 
 def _children() -> dict[int, list[int]]:
@@ -45,10 +43,9 @@ def _descendants(pid: int) -> list[int]:
 def test_dev_cluster_runs_pods_and_ctrl_c_stops_every_process() -> None:
     kubectl = str(require_tools().kubectl)
     dev = subprocess.Popen(
-        [sys.executable, "-m", "localcluster", "dev"],
+        [sys.executable, "-m", "psjob_localcluster", "dev"],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(CLUSTER_PACKAGE_PARENT)},
     )
     try:
         lines: queue.Queue[str] = queue.Queue()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from localcluster import LocalCluster
-from localcluster.tools import KUBERNETES_VERSION
+from psjob_localcluster import LocalCluster
+from psjob_localcluster.tools import KUBERNETES_VERSION
 
 
 def test_api_server_reports_the_pinned_release(cluster: LocalCluster) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import textwrap
 
 from kubernetes import client
-from localcluster.objects import create
-from localcluster.podspecs import headless_service, python_pod
-from localcluster.waiting import wait_for_pod_phase
+from psjob_localcluster.objects import create
+from psjob_localcluster.podspecs import headless_service, python_pod
+from psjob_localcluster.waiting import wait_for_pod_phase
 
 SERVER = textwrap.dedent("""
     import socket

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from localcluster import NodeSpec, local_cluster
-from localcluster.objects import create, to_dict
-from localcluster.waiting import wait_for
+from psjob_localcluster import NodeSpec, local_cluster
+from psjob_localcluster.objects import create, to_dict
+from psjob_localcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 REPLICAS = 40

@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 from kubernetes import client
-from localcluster import LocalCluster
-from localcluster.objects import create
-from localcluster.podspecs import python_pod
-from localcluster.procs import process_exists
-from localcluster.waiting import wait_for, wait_for_deletion, wait_for_pod_phase
+from psjob_localcluster import LocalCluster
+from psjob_localcluster.objects import create
+from psjob_localcluster.podspecs import python_pod
+from psjob_localcluster.procs import process_exists
+from psjob_localcluster.waiting import wait_for, wait_for_deletion, wait_for_pod_phase
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from kubernetes import client
-from localcluster.objects import create
-from localcluster.podspecs import python_pod
-from localcluster.waiting import wait_for_pod_phase
+from psjob_localcluster.objects import create
+from psjob_localcluster.podspecs import python_pod
+from psjob_localcluster.waiting import wait_for_pod_phase
 
 LIST_PODS = """
 import os, sys

@@ -7,8 +7,8 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from localcluster.objects import create, to_dict
-from localcluster.waiting import wait_for
+from psjob_localcluster.objects import create, to_dict
+from psjob_localcluster.waiting import wait_for
 
 SLEEPER = {
     "name": "main",

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from localcluster import LocalCluster
-from localcluster.waiting import wait_for
+from psjob_localcluster import LocalCluster
+from psjob_localcluster.waiting import wait_for
 
 from tests.e2e.operator.support import ROOT, free_port, job_manifest, raw
 from tests.support.namespaces import delete_namespace

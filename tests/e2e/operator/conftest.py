@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from localcluster import LocalCluster
-from localcluster.controlplane import tail
-from localcluster.procs import start_process
-from localcluster.waiting import wait_for
+from psjob_localcluster import LocalCluster
+from psjob_localcluster.controlplane import tail
+from psjob_localcluster.procs import start_process
+from psjob_localcluster.waiting import wait_for
 
 from tests.e2e.operator.support import ROOT, OperatorProcess, PSJobs, free_port, healthy
 

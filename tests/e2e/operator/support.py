@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from localcluster import LocalCluster
-from localcluster.procs import ManagedProcess
-from localcluster.waiting import wait_for
+from psjob_localcluster import LocalCluster
+from psjob_localcluster.procs import ManagedProcess
+from psjob_localcluster.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "psjob.dev", "v1alpha1", "psjobs"

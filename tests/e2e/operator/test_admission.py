@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from localcluster import LocalCluster
+from psjob_localcluster import LocalCluster
 from psjob_operator.models import JobStatus
 
 from tests.e2e.operator.support import ROOT, PSJobs

@@ -15,10 +15,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster.kubeconfig import write_kubeconfig
-from localcluster.pki import SERVICE_CLUSTER_IP_RANGE, ClusterPki, create_pki
-from localcluster.procs import ManagedProcess, start_process
-from localcluster.tools import Tools, require_tools
+from psjob_localcluster.kubeconfig import write_kubeconfig
+from psjob_localcluster.pki import SERVICE_CLUSTER_IP_RANGE, ClusterPki, create_pki
+from psjob_localcluster.procs import ManagedProcess, start_process
+from psjob_localcluster.tools import Tools, require_tools
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 

@@ -22,7 +22,15 @@ ETCD_VERSION = "v3.7.0"
 HELM_VERSION = "v3.22.0"
 """helm.sh/helm/v3 release."""
 
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
+"""Built from k8s.io/kubernetes; kubelet and kube-proxy run the kubelet node (docs/cluster.md)."""
 ALL_COMMANDS = (*KUBE_COMMANDS, "etcd", "helm")
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localcluster.objects import to_dict
+from psjob_localcluster.objects import to_dict
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from localcluster.agent.dns import NSS_WRAPPER_LIBRARY
+from psjob_localcluster.agent.dns import NSS_WRAPPER_LIBRARY
 
 SHIM_SOURCE = Path(__file__).with_name("podbind.c")
 POD_IP_VARIABLE = "LOCALCLUSTER_POD_IP"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from localcluster.agent.envbuild import ContainerConfigError, PodFacts, build_env, expand
+from psjob_localcluster.agent.envbuild import ContainerConfigError, PodFacts, build_env, expand
 
 FACTS = PodFacts(
     pod_ip="127.9.0.2", host_ip="127.0.0.1", node_allocatable={"cpu": "32", "memory": "64Gi"}

@@ -1,6 +1,6 @@
 """A whole local cluster: the control plane plus a node agent process.
 
-This is the API the pytest fixtures and ``python -m localcluster dev`` use::
+This is the API the pytest fixtures and ``python -m psjob_localcluster dev`` use::
 
     with local_cluster(tmp_path) as cluster:
         core = kubernetes.client.CoreV1Api(cluster.api_client())
@@ -10,7 +10,6 @@ This is the API the pytest fixtures and ``python -m localcluster dev`` use::
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -20,26 +19,25 @@ from pathlib import Path
 
 from kubernetes import client
 
-from localcluster.agent.nodes import NodeSpec
-from localcluster.controlplane import (
+from psjob_localcluster.agent.nodes import NodeSpec
+from psjob_localcluster.controlplane import (
     ControlPlane,
     ControlPlaneError,
     finish_start,
     launch_control_plane,
     tail,
 )
-from localcluster.kube import client_from_kubeconfig, close_client
-from localcluster.procs import (
+from psjob_localcluster.kube import client_from_kubeconfig, close_client
+from psjob_localcluster.procs import (
     ManagedProcess,
     processes_with_environment,
     start_process,
     wait_until_gone,
 )
-from localcluster.tools import Tools, require_tools
+from psjob_localcluster.tools import Tools, require_tools
 
 DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec.parse("node-1:nvidia.com/gpu=4"))
 """node-1 also offers 4 nvidia.com/gpu, so GPU requests can be scheduled (nothing enforces them)."""
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -193,7 +191,6 @@ def start_cluster(
             "node-agent",
             _agent_argv(plane, nodes, no_run),
             plane.log_dir / "node-agent.log",
-            env={**os.environ, "PYTHONPATH": str(_PACKAGE_PARENT)},
         )
     except BaseException:
         plane.stop()

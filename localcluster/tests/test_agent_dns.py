@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from localcluster.agent.dns import ClusterRecords, PodIdentity, render_hosts
+from psjob_localcluster.agent.dns import ClusterRecords, PodIdentity, render_hosts
 
 HEADLESS: dict[str, Any] = {
     "metadata": {"name": "job-server", "namespace": "team"},

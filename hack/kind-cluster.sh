@@ -2,8 +2,8 @@
 # A kind cluster for users with Docker (`make kind-cluster`); see docs/cluster.md.
 # The node image follows the pinned Kubernetes version of the local harness.
 set -euo pipefail
-cd "$(dirname "$0")"
-version=$(sed -n 's/^KUBERNETES_VERSION = "\(v[0-9.]*\)".*/\1/p' localcluster/tools.py)
+cd "$(dirname "$0")/.."
+version=$(sed -n 's/^KUBERNETES_VERSION = "\(v[0-9.]*\)".*/\1/p' localcluster/psjob_localcluster/tools.py)
 image=${KIND_NODE_IMAGE:-kindest/node:${version}}
 name=${KIND_CLUSTER_NAME:-psjob}
 for tool in docker kind; do

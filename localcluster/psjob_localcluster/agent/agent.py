@@ -20,26 +20,26 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localcluster.agent.dns import NSS_WRAPPER_LIBRARY, ClusterRecords
-from localcluster.agent.ipam import LoopbackPool
-from localcluster.agent.logserver import LogServer
-from localcluster.agent.nodes import (
+from psjob_localcluster.agent.dns import NSS_WRAPPER_LIBRARY, ClusterRecords
+from psjob_localcluster.agent.ipam import LoopbackPool
+from psjob_localcluster.agent.logserver import LogServer
+from psjob_localcluster.agent.nodes import (
     RENEW_SECONDS,
     STATUS_EVERY_RENEWALS,
     NodeRegistrar,
     NodeSpec,
     now,
 )
-from localcluster.agent.podnet import build_bind_shim
-from localcluster.agent.pods import SHUTDOWN_GRACE_SECONDS, AgentContext, PodWorker
-from localcluster.agent.status import (
+from psjob_localcluster.agent.podnet import build_bind_shim
+from psjob_localcluster.agent.pods import SHUTDOWN_GRACE_SECONDS, AgentContext, PodWorker
+from psjob_localcluster.agent.status import (
     STRATEGIC_MERGE_PATCH,
     ContainerRecord,
     pod_status_patch,
     running_state,
 )
-from localcluster.agent.watch import watch_forever
-from localcluster.kube import client_from_kubeconfig
+from psjob_localcluster.agent.watch import watch_forever
+from psjob_localcluster.kube import client_from_kubeconfig
 
 log = logging.getLogger("localcluster.agent")
 REGISTER_TIMEOUT_SECONDS = 120.0

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from localcluster.kube import watch_stream
+from psjob_localcluster.kube import watch_stream
 
 log = logging.getLogger("localcluster.agent")
 Handler = Callable[[str, dict[str, Any]], None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from localcluster.agent.nodes import now
+from psjob_localcluster.agent.nodes import now
 
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 TERMINATION_MESSAGE_MAX_LINES = 80

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localcluster.tools import KUBERNETES_VERSION
+from psjob_localcluster.tools import KUBERNETES_VERSION
 
 LEASE_SECONDS = 40
 RENEW_SECONDS = 10.0

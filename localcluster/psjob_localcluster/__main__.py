@@ -1,5 +1,5 @@
-"""``python -m localcluster dev``: a local cluster in the foreground (``make dev-cluster``);
-``python -m localcluster agent``: the node agent process the harness starts."""
+"""``python -m psjob_localcluster dev``: a local cluster in the foreground (``make dev-cluster``);
+``python -m psjob_localcluster agent``: the node agent process the harness starts."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from localcluster.agent.agent import AgentConfig, NodeAgent
-from localcluster.agent.nodes import NodeSpec
-from localcluster.cluster import DEFAULT_NODES, start_cluster
-from localcluster.tools import ToolsMissingError
+from psjob_localcluster.agent.agent import AgentConfig, NodeAgent
+from psjob_localcluster.agent.nodes import NodeSpec
+from psjob_localcluster.cluster import DEFAULT_NODES, start_cluster
+from psjob_localcluster.tools import ToolsMissingError
 
 
 def _stop_on_signals() -> threading.Event:
@@ -80,7 +80,7 @@ def run_dev(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcluster")
+    parser = argparse.ArgumentParser(prog="python -m psjob_localcluster")
     commands = parser.add_subparsers(dest="command", required=True)
     node_help = "NAME[:RESOURCE=QTY,...], e.g. gpu-0:cpu=8,nvidia.com/gpu=2 (repeatable)"
     dev = commands.add_parser("dev", help="run a local cluster until Ctrl-C")

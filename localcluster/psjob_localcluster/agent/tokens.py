@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from localcluster.kubeconfig import write_kubeconfig
+from psjob_localcluster.kubeconfig import write_kubeconfig
 
 TOKEN_SECONDS = 24 * 3600
 

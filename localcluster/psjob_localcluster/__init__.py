@@ -4,9 +4,9 @@
 tests/e2e/conftest.py wrap them. See docs/cluster.md.
 """
 
-from localcluster.agent.nodes import NodeSpec
-from localcluster.cluster import DEFAULT_NODES, LocalCluster, local_cluster, start_cluster
-from localcluster.tools import ToolsMissingError, require_tools
+from psjob_localcluster.agent.nodes import NodeSpec
+from psjob_localcluster.cluster import DEFAULT_NODES, LocalCluster, local_cluster, start_cluster
+from psjob_localcluster.tools import ToolsMissingError, require_tools
 
 __all__ = [
     "DEFAULT_NODES",

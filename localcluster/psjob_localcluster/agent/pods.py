@@ -28,18 +28,18 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localcluster.agent.dns import (
+from psjob_localcluster.agent.dns import (
     ClusterRecords,
     PodIdentity,
     dns_environment,
     render_hosts,
     write_atomically,
 )
-from localcluster.agent.envbuild import ContainerConfigError, PodFacts, build_env, expand
-from localcluster.agent.ipam import LoopbackPool
-from localcluster.agent.nodes import now
-from localcluster.agent.podnet import network_environment
-from localcluster.agent.status import (
+from psjob_localcluster.agent.envbuild import ContainerConfigError, PodFacts, build_env, expand
+from psjob_localcluster.agent.ipam import LoopbackPool
+from psjob_localcluster.agent.nodes import now
+from psjob_localcluster.agent.podnet import network_environment
+from psjob_localcluster.agent.status import (
     STRATEGIC_MERGE_PATCH,
     ConditionClock,
     ContainerRecord,
@@ -50,8 +50,8 @@ from localcluster.agent.status import (
     terminated_state,
     waiting_state,
 )
-from localcluster.agent.tokens import wants_token, write_service_account_kubeconfig
-from localcluster.procs import ManagedProcess, start_process
+from psjob_localcluster.agent.tokens import wants_token, write_service_account_kubeconfig
+from psjob_localcluster.procs import ManagedProcess, start_process
 
 log = logging.getLogger("localcluster.agent")
 CONFIG_RETRY_SECONDS = 2.0
