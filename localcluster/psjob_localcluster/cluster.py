@@ -132,7 +132,7 @@ def _agent_argv(plane: ControlPlane, nodes: Sequence[NodeSpec], no_run: bool) ->
     argv = [
         sys.executable,
         "-m",
-        "localcluster",
+        "psjob_localcluster",
         "agent",
         f"--kubeconfig={plane.admin_kubeconfig}",
         f"--state-dir={plane.root / 'agent'}",
