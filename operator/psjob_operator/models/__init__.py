@@ -1,9 +1,18 @@
 """The PSJob API as pydantic models: the one source of truth for the CRD and for validation."""
 
-from psjob_operator.models.job import PSJob, PSJobSpec, Role
+from psjob_operator.models.job import PSJob, PSJobSpec
 from psjob_operator.models.replica import ReplicaSpec, RestartPolicy
+from psjob_operator.models.role import Role
 from psjob_operator.models.run_policy import CleanPodPolicy, RunPolicy, SuccessPolicy
-from psjob_operator.models.status import Condition, ConditionType, JobStatus, Phase
+from psjob_operator.models.status import (
+    Condition,
+    ConditionType,
+    JobStatus,
+    Phase,
+    ReplicaPhase,
+    ReplicaStatus,
+    RoleStatus,
+)
 from psjob_operator.models.training import Mode, Training
 
 __all__ = [
@@ -15,9 +24,12 @@ __all__ = [
     "PSJob",
     "PSJobSpec",
     "Phase",
+    "ReplicaPhase",
     "ReplicaSpec",
+    "ReplicaStatus",
     "RestartPolicy",
     "Role",
+    "RoleStatus",
     "RunPolicy",
     "SuccessPolicy",
     "Training",

@@ -9,17 +9,13 @@ from pydantic import ConfigDict, Field, model_validator
 from psjob_operator.contract import DNS_LABEL_MAX, ROLE_INFIX_LENGTH
 from psjob_operator.models.base import ApiModel, FieldRuleError
 from psjob_operator.models.replica import ReplicaSpec
+from psjob_operator.models.role import Role
 from psjob_operator.models.run_policy import RunPolicy, SuccessPolicy
 from psjob_operator.models.status import JobStatus
 from psjob_operator.models.training import Mode, Training
 
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 _JOB_NAME = re.compile(JOB_NAME_PATTERN)
-
-
-class Role(StrEnum):
-    SERVER = "server"
-    WORKER = "worker"
 
 
 class PullPolicy(StrEnum):

@@ -2,11 +2,12 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from psjob_operator.models.base import ApiModel
+from psjob_operator.models.role import Role
 
 
 class Phase(StrEnum):
@@ -17,6 +18,28 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+
+
+class ReplicaPhase(StrEnum):
+    """A replica's phase in `status.replicas`: its pod's phase, or what became of the pod."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+    """The kubelet's own phase for a pod whose node stopped reporting."""
+    TERMINATING = "Terminating"
+    """Being deleted before it finished."""
+    STOPPED = "Stopped"
+    """Ended by the operator after the job succeeded: never a failure."""
+    DELETED = "Deleted"
+    """Gone before it finished (eviction, drain or a user)."""
+
+
+OpenString = WithJsonSchema({"type": "string"})
+"""Published as a plain string: Helm never upgrades an installed CRD (crds/), so a phase added
+later must not be refused by the schema of an older install."""
 
 
 class ConditionType(StrEnum):
@@ -55,9 +78,9 @@ class RoleStatus(ApiModel):
 
 
 class ReplicaStatus(ApiModel):
-    role: Literal["server", "worker"] = Field(description="server or worker.")
+    role: Role = Field(description="server or worker.")
     index: int = Field(description="Replica index within the role.")
-    phase: str = Field(
+    phase: Annotated[ReplicaPhase, OpenString] = Field(
         description="Pod phase; Terminating while it stops; Stopped for pods the operator "
         "ended after the job succeeded (servers; under Worker0 the other workers); Deleted when "
         "the pod vanished."

@@ -1,0 +1,176 @@
+"""The third pass: the status users read, written from the snapshot and the transition's outcome.
+
+The only place that writes status fields. Conditions follow from the phase as one table, the
+way Kubeflow's status helpers keep Running false beside Failed or Succeeded; Ready is always
+present, True or False, so that Flux (kstatus) and Argo CD can judge the job.
+"""
+
+from datetime import datetime
+
+from psjob_operator.conditions import set_condition
+from psjob_operator.models import (
+    Condition,
+    ConditionType,
+    JobStatus,
+    Phase,
+    PSJob,
+    ReplicaPhase,
+    ReplicaStatus,
+    Role,
+    RoleStatus,
+)
+from psjob_operator.names import role_labels, selector
+from psjob_operator.observe import PodView
+from psjob_operator.plan.judging import workers
+from psjob_operator.plan.outcome import Outcome
+from psjob_operator.plan.pods import POD_GROUP_MISSING
+from psjob_operator.plan.snapshot import LOST, ReplicaKey
+
+C = ConditionType
+PHASE_CONDITIONS: dict[Phase, tuple[tuple[ConditionType, bool], ...]] = {
+    Phase.CREATED: ((C.RUNNING, False),),
+    Phase.RUNNING: ((C.RUNNING, True),),
+    Phase.RESTARTING: ((C.RESTARTING, True), (C.RUNNING, False)),
+    Phase.SUCCEEDED: ((C.SUCCEEDED, True), (C.RUNNING, False)),
+    Phase.FAILED: ((C.FAILED, True), (C.RUNNING, False), (C.STALLED, True)),
+    Phase.SUSPENDED: ((C.SUSPENDED, True), (C.RUNNING, False)),
+}
+"""The conditions a judged phase sets, each with the verdict's reason and message."""
+
+
+class _Conditions:
+    def __init__(self, job: PSJob, now: datetime) -> None:
+        self.items: list[Condition] = list(job.status.conditions)
+        self.now, self.generation = now, job.metadata.generation
+
+    def set(self, kind: ConditionType, value: bool, reason: str, message: str) -> None:
+        self.items = set_condition(
+            self.items, kind, value, reason, message, self.now, self.generation
+        )
+
+
+def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
+    snapshot = outcome.snapshot
+    replicas = replica_entries(job, outcome)
+    tolerated = outcome.tolerated
+    if outcome.phase == Phase.SUCCEEDED:
+        # Every worker the job finished without is a tolerated loss, whatever the limit.
+        tolerated = frozenset(
+            (r.role, r.index) for r in replicas if r.role is Role.WORKER and r.phase in LOST
+        )
+    current = [p for p in snapshot.current() if not p.deleting]
+    counts = {role: _counts(job, role, replicas, current, tolerated) for role in Role}
+    conditions = _conditions(job, outcome, now)
+    ready = _ready(job, outcome.phase, counts, len(tolerated))
+    conditions.set(ConditionType.READY, *ready)
+    return JobStatus(
+        phase=outcome.phase,
+        conditions=conditions.items,
+        observed_generation=job.metadata.generation or 0,
+        servers=counts[Role.SERVER],
+        workers=counts[Role.WORKER],
+        replicas=replicas,
+        start_time=outcome.start_time,
+        completion_time=outcome.completion_time,
+        restart_count=outcome.restart_count,
+        attempt=outcome.attempt,
+        next_restart_time=outcome.next_restart_time,
+        worker_selector=selector(role_labels(job.metadata.name, Role.WORKER)),
+    )
+
+
+def replica_entries(job: PSJob, outcome: Outcome) -> list[ReplicaStatus]:
+    """One entry per replica of the attempt; after success, the pods the operator ends are
+    Stopped, never failed.
+
+    Servers are a service role; under Worker0 the other workers may still run. A worker lost
+    before the success keeps its phase: it is a tolerated failure.
+    """
+    decided_now = job.status.phase != Phase.SUCCEEDED
+    entries = []
+    for replica in outcome.snapshot.replicas:
+        phase = replica.phase
+        if (
+            outcome.phase == Phase.SUCCEEDED
+            and phase is not ReplicaPhase.SUCCEEDED
+            and (
+                replica.role is Role.SERVER
+                or replica.reported is ReplicaPhase.STOPPED
+                or (decided_now and not replica.lost)
+            )
+        ):
+            phase = ReplicaPhase.STOPPED
+        entries.append(
+            ReplicaStatus(
+                role=replica.role,
+                index=replica.index,
+                phase=phase,
+                restarts=outcome.attempt,
+                exit_code=replica.exit_code,
+                node=replica.node,
+            )
+        )
+    return entries
+
+
+def _counts(
+    job: PSJob,
+    role: Role,
+    replicas: list[ReplicaStatus],
+    current: list[PodView],
+    tolerated: frozenset[ReplicaKey],
+) -> RoleStatus:
+    mine = [r for r in replicas if r.role is role]
+    pods = [p for p in current if p.role is role]
+    ready = sum(1 for p in pods if p.phase == ReplicaPhase.RUNNING and p.ready)
+    return RoleStatus(
+        active=sum(1 for p in pods if p.phase in (ReplicaPhase.PENDING, ReplicaPhase.RUNNING)),
+        ready=ready,
+        succeeded=sum(1 for r in mine if r.phase is ReplicaPhase.SUCCEEDED),
+        failed=sum(
+            1 for r in mine if r.phase is ReplicaPhase.FAILED or (r.role, r.index) in tolerated
+        ),
+        summary=f"{ready}/{job.spec.replica_spec(role).replicas}",
+    )
+
+
+def _conditions(job: PSJob, outcome: Outcome, now: datetime) -> _Conditions:
+    """What this reconcile found, in the order it happened: a later write of a type wins."""
+    conditions = _Conditions(job, now)
+    if outcome.resumed:
+        conditions.set(C.SUSPENDED, False, "Resumed", "the job was resumed")
+    if outcome.started_attempt is not None:
+        started = f"attempt {outcome.started_attempt} started"
+        conditions.set(C.RESTARTING, False, "Restarted", started)
+    if outcome.created_pods is not None:
+        created = f"all {outcome.created_pods} pods were created"
+        conditions.set(C.CREATED, True, "PodsCreated", created)
+    if outcome.pod_group_crd is True:
+        conditions.set(C.POD_GROUP, True, "PodGroupCreated", "the pods start as one gang")
+    elif outcome.pod_group_crd is False:
+        conditions.set(C.POD_GROUP, False, "PodGroupCRDMissing", POD_GROUP_MISSING)
+    verdict = outcome.verdict
+    if verdict is not None and outcome.phase is not None:
+        for kind, value in PHASE_CONDITIONS.get(outcome.phase, ()):
+            conditions.set(kind, value, verdict.reason, verdict.message)
+    return conditions
+
+
+def _ready(
+    job: PSJob, phase: Phase | None, counts: dict[Role, RoleStatus], tolerated: int
+) -> tuple[bool, str, str]:
+    """Ready: the job succeeded, or it runs and every pod it still has is ready."""
+    servers, workers_ = counts[Role.SERVER], counts[Role.WORKER]
+    if phase == Phase.SUCCEEDED:
+        return True, "Succeeded", "the job succeeded"
+    if (
+        phase == Phase.RUNNING
+        and servers.ready == job.spec.servers.replicas
+        and workers_.ready + workers_.succeeded + tolerated == job.spec.workers.replicas
+    ):
+        if tolerated:
+            lost = f"{tolerated} lost {workers(tolerated)} tolerated"
+            return True, "PodsReady", f"every remaining pod is ready ({lost})"
+        return True, "PodsReady", "every pod is ready"
+    reason = phase.value if phase else "Pending"
+    return False, reason, f"the job is {reason.lower()}"

@@ -1,0 +1,137 @@
+"""The first pass: the attempt as observed, frozen, so every later rule reads the same facts.
+
+A replica is remembered after its pod is gone: a worker that succeeded and was then cleaned up
+must not be created again, and a running pod that vanished is a failure. Both need the memory
+that the previous status keeps, which is why the snapshot is taken from the job and the pods.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psjob_operator.models import PSJob, ReplicaPhase, Role, SuccessPolicy
+from psjob_operator.observe import PodView
+from psjob_operator.render import spec_hash
+
+FINISHED = frozenset({ReplicaPhase.SUCCEEDED, ReplicaPhase.FAILED, ReplicaPhase.STOPPED})
+"""Phases a replica keeps once its pod is gone."""
+
+LOST = frozenset({ReplicaPhase.FAILED, ReplicaPhase.DELETED, ReplicaPhase.TERMINATING})
+"""Phases of a replica whose pod will not finish its work in this attempt."""
+
+ReplicaKey = tuple[Role, int]
+"""(role, index) of a replica."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica of the attempt: what its pod shows now, and what the status said before."""
+
+    role: Role
+    index: int
+    phase: ReplicaPhase
+    exit_code: int | None
+    node: str | None
+    reported: ReplicaPhase | None
+    """The phase the previous status gave it in this attempt; None when it is new."""
+
+    @property
+    def key(self) -> ReplicaKey:
+        return self.role, self.index
+
+    @property
+    def lost(self) -> bool:
+        return self.phase in LOST
+
+    @property
+    def was_lost(self) -> bool:
+        return self.reported in LOST
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    job: PSJob
+    attempt: int
+    pods: tuple[PodView, ...]
+    """Every pod of the job, of any attempt."""
+    replicas: tuple[Replica, ...]
+    """This attempt's replicas, by role and index."""
+    tolerated: tuple[Replica, ...]
+    """Lost workers the job may go on without (runPolicy.maxFailedWorkers), earliest first."""
+    outdated: bool
+    """A pod of this attempt that is still running was made from an older spec."""
+
+    @property
+    def tolerated_keys(self) -> frozenset[ReplicaKey]:
+        return frozenset(r.key for r in self.tolerated)
+
+    def current(self) -> list[PodView]:
+        return [p for p in self.pods if p.attempt == self.attempt]
+
+    def stale(self) -> list[PodView]:
+        """Pods of an older attempt: their names are reused, so they must go first."""
+        return [p for p in self.pods if p.attempt != self.attempt]
+
+    def next_attempt(self) -> "Snapshot":
+        """The same observation, seen from the attempt a restart or a resume begins."""
+        return take_snapshot(self.job, self.pods, self.attempt + 1)
+
+
+def take_snapshot(job: PSJob, pods: Sequence[PodView], attempt: int | None = None) -> Snapshot:
+    """The job's attempt (its status' by default) as `pods` show it."""
+    attempt = job.status.attempt if attempt is None else attempt
+    replicas = _replicas(job, pods, attempt)
+    digest = spec_hash(job)
+    return Snapshot(
+        job=job,
+        attempt=attempt,
+        pods=tuple(pods),
+        replicas=replicas,
+        tolerated=_tolerated(job, replicas),
+        outdated=any(
+            p.spec_hash != digest for p in pods if p.attempt == attempt and not p.finished
+        ),
+    )
+
+
+def _observed_phase(pod: PodView) -> ReplicaPhase:
+    if pod.deleting and not pod.finished:
+        return ReplicaPhase.TERMINATING
+    try:
+        return ReplicaPhase(pod.phase)
+    except ValueError:
+        return ReplicaPhase.UNKNOWN
+
+
+def _replicas(job: PSJob, pods: Sequence[PodView], attempt: int) -> tuple[Replica, ...]:
+    reported = {(r.role, r.index): r for r in job.status.replicas if r.restarts == attempt}
+    observed = {(p.role, p.index): p for p in pods if p.attempt == attempt}
+    replicas = []
+    for key in sorted(reported.keys() | observed.keys()):
+        before = reported.get(key)
+        pod = observed.get(key)
+        if pod is not None:
+            phase, exit_code, node = _observed_phase(pod), pod.exit_code, pod.node
+        else:
+            assert before is not None
+            phase = before.phase if before.phase in FINISHED else ReplicaPhase.DELETED
+            exit_code, node = before.exit_code, before.node
+        reported_phase = None if before is None else before.phase
+        replicas.append(Replica(key[0], key[1], phase, exit_code, node, reported_phase))
+    return tuple(replicas)
+
+
+def _tolerated(job: PSJob, replicas: tuple[Replica, ...]) -> tuple[Replica, ...]:
+    """The lost workers the job goes on without: at most runPolicy.maxFailedWorkers.
+
+    Only async servers drop a lost worker, which admission ensures for maxFailedWorkers > 0.
+    Workers lost earlier keep their place, so the one that goes over the limit is the one
+    judged by restartPolicy. Worker 0 decides success under Worker0: never tolerated.
+    """
+    worker0_decides = job.spec.success_policy == SuccessPolicy.WORKER0
+    candidates = [
+        r
+        for r in replicas
+        if r.role is Role.WORKER and r.lost and not (r.index == 0 and worker0_decides)
+    ]
+    candidates.sort(key=lambda r: (not r.was_lost, r.index))
+    return tuple(candidates[: job.spec.run_policy.max_failed_workers])

@@ -1,0 +1,247 @@
+"""The second pass: from the snapshot and the previous status, the job's next phase and actions.
+
+Each method is one situation of the job's life; `run` picks the situation from the previous
+phase and the spec, as the transitions of Kubeflow's training-operator do. What the status then
+says about it is the projection's business: this pass only records what happened and why.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from psjob_operator.conditions import is_true
+from psjob_operator.models import ConditionType, Phase, PSJob
+from psjob_operator.observe import PodView
+from psjob_operator.plan.decision import Event, EventType
+from psjob_operator.plan.judging import (
+    first_failure,
+    judge,
+    newly_tolerated,
+    restart_backoff,
+    succeeded,
+    success_message,
+)
+from psjob_operator.plan.outcome import Outcome, Verdict
+from psjob_operator.plan.pods import (
+    POD_GROUP_MISSING,
+    all_created,
+    missing_pods,
+    pod_group_was_fine,
+    pods_to_clean,
+    progress,
+)
+from psjob_operator.plan.snapshot import Snapshot
+
+
+class Transition:
+    def __init__(
+        self, job: PSJob, snapshot: Snapshot, now: datetime, pod_group_crd: bool | None
+    ) -> None:
+        self.job, self.spec, self.now = job, job.spec, now
+        self.previous = job.status
+        self.pod_group_crd = pod_group_crd
+        self.out = Outcome(
+            snapshot=snapshot,
+            phase=self.previous.phase,
+            restart_count=self.previous.restart_count,
+            start_time=self.previous.start_time,
+            completion_time=self.previous.completion_time,
+            next_restart_time=self.previous.next_restart_time,
+        )
+
+    # --- actions ---------------------------------------------------------------------------
+
+    def event(self, kind: EventType, reason: str, message: str) -> None:
+        self.out.events.append(Event(kind, reason, message))
+
+    def delete(self, pods: Sequence[PodView]) -> None:
+        for pod in pods:
+            if not pod.deleting and pod.name not in self.out.delete_pods:
+                self.out.delete_pods.append(pod.name)
+
+    def requeue(self, seconds: float) -> None:
+        current = self.out.requeue_after
+        self.out.requeue_after = seconds if current is None else min(current, seconds)
+
+    # --- the situations ---------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        phase = self.previous.phase
+        if phase in (Phase.SUCCEEDED, Phase.FAILED):
+            self.finished()
+        elif self.spec.run_policy.suspend:
+            self.suspend()
+        elif self.deadline_passed():
+            deadline = self.spec.run_policy.active_deadline_seconds
+            ran_long = f"the job ran longer than activeDeadlineSeconds={deadline}"
+            self.fail(Verdict("DeadlineExceeded", ran_long))
+        elif phase == Phase.RESTARTING:
+            self.restart_pending()
+        else:
+            if phase == Phase.SUSPENDED:
+                self.resume()
+            self.active()
+        return self.out
+
+    def finished(self) -> None:
+        """Succeeded or Failed for good: clean up by policy, and honour the TTL."""
+        succeeded = self.out.phase == Phase.SUCCEEDED
+        self.delete(pods_to_clean(self.spec, self.out.snapshot.pods, succeeded))
+        ttl = self.spec.run_policy.ttl_seconds_after_finished
+        if ttl is not None and self.out.completion_time is not None:
+            due = self.out.completion_time + timedelta(seconds=ttl)
+            remaining = (due - self.now).total_seconds()
+            if remaining <= 0:
+                self.out.delete_job = True
+            else:
+                self.requeue(remaining)
+
+    def suspend(self) -> None:
+        self.delete(self.out.snapshot.pods)
+        if self.previous.phase != Phase.SUSPENDED:
+            self.event(
+                EventType.NORMAL, "Suspended", "spec.runPolicy.suspend is true: pods removed"
+            )
+        self.out.phase = Phase.SUSPENDED
+        self.out.start_time = None
+        self.out.verdict = Verdict("Suspended", "the job is suspended")
+
+    def resume(self) -> None:
+        """A resumed job that had pods starts a new attempt: the runtime resumes its checkpoint."""
+        if self.previous.replicas:
+            self.out.snapshot = self.out.snapshot.next_attempt()
+        self.out.phase = Phase.PENDING
+        self.out.resumed = True
+        self.event(EventType.NORMAL, "Resumed", "spec.runPolicy.suspend is false: creating pods")
+
+    def deadline_passed(self) -> bool:
+        deadline = self.spec.run_policy.active_deadline_seconds
+        if deadline is None or self.out.start_time is None:
+            return False
+        due = self.out.start_time + timedelta(seconds=deadline)
+        remaining = (due - self.now).total_seconds()
+        if remaining > 0:
+            self.requeue(remaining)
+            return False
+        return True
+
+    def restart_pending(self) -> None:
+        """Old pods go first (their names are reused), then the back-off, then new pods."""
+        leftovers = self.out.snapshot.stale()
+        self.delete(leftovers)
+        if leftovers:
+            return
+        due = self.out.next_restart_time
+        if due is not None and due > self.now:
+            self.requeue((due - self.now).total_seconds())
+            return
+        self.out.next_restart_time = None
+        self.out.started_attempt = self.out.attempt
+        self.out.phase = Phase.PENDING
+        self.active()
+
+    def active(self) -> None:
+        snapshot = self.out.snapshot
+        leftovers = snapshot.stale()
+        if leftovers:
+            self.delete(leftovers)
+            return
+        if snapshot.outdated:
+            self.restart("SpecChanged", "the spec changed: restarting with the new spec", False)
+            return
+        self.out.tolerated = snapshot.tolerated_keys
+        self.announce_created()
+        done = succeeded(snapshot, self.out.tolerated)
+        failure = None if done else first_failure(snapshot)
+        if failure is not None:
+            judgement = judge(failure, self.spec, self.out.restart_count)
+            self.event(EventType.WARNING, "PodFailed", judgement.cause)
+            if judgement.failed is not None:
+                self.fail(judgement.failed)
+            else:
+                self.restart("PodFailed", judgement.cause, True)
+            return
+        for message in newly_tolerated(snapshot):
+            self.event(EventType.WARNING, "WorkerFailureTolerated", message)
+        if done:
+            self.succeed()
+            return
+        self.create_missing()
+        self.progress()
+
+    def restart(self, reason: str, cause: str, counts: bool) -> None:
+        """Whole-job restart: a torch.distributed group cannot heal in place."""
+        delay = 0.0
+        if counts:
+            self.out.restart_count += 1
+            delay = restart_backoff(self.out.restart_count)
+        self.out.snapshot = self.out.snapshot.next_attempt()
+        self.out.phase = Phase.RESTARTING
+        self.out.next_restart_time = self.now + timedelta(seconds=delay)
+        message = f"{cause}; restarting the whole job in {delay:g}s"
+        if counts:
+            limit = self.spec.run_policy.backoff_limit
+            message += f" (restart {self.out.restart_count} of {limit})"
+        self.out.verdict = Verdict(reason, message)
+        self.event(EventType.NORMAL, "Restarting", message)
+        self.delete(self.out.snapshot.pods)
+        self.requeue(delay)
+
+    def succeed(self) -> None:
+        self.out.phase = Phase.SUCCEEDED
+        self.out.completion_time = self.now
+        message = success_message(self.spec, len(self.out.tolerated))
+        self.out.verdict = Verdict("WorkersSucceeded", message)
+        self.event(EventType.NORMAL, "Succeeded", message)
+        self.finished()
+
+    def fail(self, why: Verdict) -> None:
+        self.out.phase = Phase.FAILED
+        self.out.completion_time = self.now
+        self.out.verdict = why
+        self.event(EventType.WARNING, "Failed", f"{why.reason}: {why.message}")
+        self.delete([p for p in self.out.snapshot.pods if not p.finished])
+        self.finished()
+
+    def create_missing(self) -> None:
+        missing = missing_pods(self.out.snapshot)
+        self.out.create_pods = missing
+        if missing and self.out.start_time is None:
+            self.out.start_time = self.now
+        if missing and self.pod_group_crd is not None:
+            self.out.pod_group_crd = self.pod_group_crd
+            if not self.pod_group_crd and pod_group_was_fine(self.previous.conditions):
+                self.event(EventType.WARNING, "PodGroupUnavailable", POD_GROUP_MISSING)
+
+    def announce_created(self) -> None:
+        """Created once every pod exists, even when the job ends before it is seen running:
+        a short job may succeed or fail between two looks at it."""
+        total = all_created(self.out.snapshot, self.out.tolerated)
+        if total is None or is_true(self.previous.conditions, ConditionType.CREATED):
+            return
+        self.out.created_pods = total
+        self.event(EventType.NORMAL, "Created", f"created {total} pods and 2 services")
+
+    def progress(self) -> None:
+        """Pending -> Created (every pod exists) -> Running (every pod runs or is done)."""
+        reached = progress(self.out.snapshot, self.out.tolerated)
+        if reached is None:
+            self.out.phase = self.out.phase or Phase.PENDING
+            return
+        phase, self.out.verdict = reached
+        if phase == Phase.RUNNING and self.out.phase != Phase.RUNNING:
+            self.event(EventType.NORMAL, "Running", "every pod is running")
+        self.out.phase = phase
+
+
+def transition(
+    job: PSJob, snapshot: Snapshot, now: datetime, pod_group_crd: bool | None = None
+) -> Outcome:
+    """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked."""
+    return Transition(job, snapshot, now, pod_group_crd).run()
+
+
+def fail_at_once(job: PSJob, snapshot: Snapshot, now: datetime, why: Verdict) -> Outcome:
+    """Fail the job for a cause found while acting, e.g. a pod the API server refused."""
+    failing = Transition(job, snapshot, now, None)
+    failing.fail(why)
+    return failing.out
