@@ -41,13 +41,11 @@ DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec.parse("node-1:nvidia.com/gpu=4"))
 
 
 @dataclass
-class LocalCluster:
-    """A running control plane and node agent; ``stop()`` ends every process of both."""
+class RunningCluster:
+    """What every kind of local cluster offers its users: the control plane and admin access."""
 
     plane: ControlPlane
-    agent: ManagedProcess
-    nodes: tuple[NodeSpec, ...]
-    _clients: list[client.ApiClient] = field(default_factory=list)
+    _clients: list[client.ApiClient] = field(default_factory=list, kw_only=True)
 
     @property
     def kubeconfig(self) -> Path:
@@ -60,17 +58,12 @@ class LocalCluster:
 
     @property
     def log_dir(self) -> Path:
-        """One log per component: etcd, kube-apiserver, ..., node-agent."""
+        """One log per component: etcd, kube-apiserver, ..., the node's processes."""
         return self.plane.log_dir
 
     @property
     def tools(self) -> Tools:
         return self.plane.tools
-
-    @property
-    def pod_dir(self) -> Path:
-        """Where the agent keeps each pod's hosts file, kubeconfig and container logs."""
-        return self.plane.root / "agent" / "pods"
 
     def api_client(self) -> client.ApiClient:
         """A new admin API client (closed when the cluster stops)."""
@@ -97,8 +90,25 @@ class LocalCluster:
         return done
 
     def log_tails(self, lines: int = 30) -> str:
-        """The tail of every component's log (etcd, API server, ..., node agent)."""
+        """The tail of every component's log (etcd, API server, ..., the node's processes)."""
         return self.plane.log_tails(lines)
+
+    def close_clients(self) -> None:
+        for api in self._clients:
+            close_client(api)
+
+
+@dataclass
+class LocalCluster(RunningCluster):
+    """A running control plane and node agent; ``stop()`` ends every process of both."""
+
+    agent: ManagedProcess
+    nodes: tuple[NodeSpec, ...]
+
+    @property
+    def pod_dir(self) -> Path:
+        """Where the agent keeps each pod's hosts file, kubeconfig and container logs."""
+        return self.plane.root / "agent" / "pods"
 
     def pod_log_tails(self, namespace: str, lines: int = 20) -> str:
         """The tail of the latest log of every container of every pod run in ``namespace``."""
@@ -117,8 +127,7 @@ class LocalCluster:
     def stop(self) -> None:
         """The agent first (it stops the pods), then the control plane; then check that no
         process of this cluster is left (RuntimeError naming them if one is)."""
-        for api in self._clients:
-            close_client(api)
+        self.close_clients()
         self.agent.stop(grace_seconds=10.0)
         self.plane.stop()
         pods = processes_with_environment(f"NSS_WRAPPER_HOSTS={self.pod_dir}/")

@@ -21,16 +21,17 @@ from psjob_localcluster.procs import ManagedProcess, start_process
 from psjob_localcluster.tools import Tools, require_tools
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+LOOPBACK = "127.0.0.1"
 
 
 class ControlPlaneError(RuntimeError):
     """A component failed to start; the message carries its log tail."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port on ``address`` that nothing listens on right now."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((address, 0))
         return int(probe.getsockname()[1])
 
 
@@ -51,11 +52,19 @@ class ControlPlane:
     tools: Tools
     pki: ClusterPki
     api_port: int
+    address: str = LOOPBACK
+    """Where the API server listens and what it advertises: loopback for the process node, the
+    machine's end of the kubelet node's link for a kubelet node (node/network.py)."""
     processes: list[ManagedProcess] = field(default_factory=list)
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
+
+    @property
+    def serves_pod_network(self) -> bool:
+        """Pods have routable addresses (a kubelet node), so Services get endpoints."""
+        return self.address != LOOPBACK
 
     @property
     def log_dir(self) -> Path:
@@ -129,15 +138,18 @@ def _start_etcd(plane: ControlPlane) -> int:
 
 def _start_apiserver(plane: ControlPlane, etcd_port: int) -> None:
     pki = plane.pki
+    # the `kubernetes` Service's endpoint is the advertised address, which v1.37 refuses to
+    # publish when it is loopback: the process node has no pod network to use it anyway
+    endpoints = [] if plane.serves_pod_network else ["--endpoint-reconciler-type=none"]
     plane.processes.append(
         start_process(
             "kube-apiserver",
             [
                 str(plane.tools.path("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",  # it refuses a loopback address since v1.37
+                f"--bind-address={plane.address}",
+                f"--advertise-address={plane.address}",
+                *endpoints,
                 f"--secure-port={plane.api_port}",
                 f"--cert-dir={plane.root / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.apiserver.cert}",
@@ -164,6 +176,13 @@ def _start_controllers(plane: ControlPlane) -> tuple[int, int]:
     pki = plane.pki
     manager_port, scheduler_port = free_port(), free_port()
     manager_config = _component_kubeconfig(plane, "controller-manager", "controller_manager")
+    # EndpointSlices refuse loopback addresses, and process-node pods have 127.B.x.y ones: there
+    # the node agent serves the DNS records those controllers would feed
+    controllers = (
+        "*"
+        if plane.serves_pod_network
+        else "*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller"
+    )
     plane.processes.append(
         start_process(
             "kube-controller-manager",
@@ -172,10 +191,7 @@ def _start_controllers(plane: ControlPlane) -> tuple[int, int]:
                 f"--kubeconfig={manager_config}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
-                # EndpointSlices refuse loopback addresses, and pods have 127.B.x.y ones:
-                # the node agent serves the DNS records those controllers would feed
-                "--controllers=*,-endpoints-controller,-endpointslice-controller,"
-                "-endpointslice-mirroring-controller",
+                f"--controllers={controllers}",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca.cert}",
                 f"--cluster-signing-cert-file={pki.ca.cert}",
@@ -226,12 +242,16 @@ def _wait_for(
         time.sleep(0.1)
 
 
-def launch_control_plane(root: Path, tools: Tools | None = None) -> ControlPlane:
-    """Make the certificates, start etcd and kube-apiserver, write the admin kubeconfig; do
-    not wait. Call ``finish_start`` next (the controllers need a ready API server)."""
+def launch_control_plane(
+    root: Path, tools: Tools | None = None, address: str = LOOPBACK
+) -> ControlPlane:
+    """Make the certificates, start etcd and kube-apiserver on ``address``, write the admin
+    kubeconfig; do not wait. Call ``finish_start`` next (the controllers need a ready API
+    server)."""
     tools = tools or require_tools()
     root.mkdir(parents=True, exist_ok=True)
-    plane = ControlPlane(root, tools, create_pki(root / "pki"), free_port())
+    pki = create_pki(root / "pki", api_address=address)
+    plane = ControlPlane(root, tools, pki, free_port(address), address)
     try:
         _start_apiserver(plane, _start_etcd(plane))
         write_kubeconfig(

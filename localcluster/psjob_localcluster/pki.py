@@ -100,8 +100,9 @@ def _issue(
     return CertPair(cert, key)
 
 
-def create_pki(directory: Path) -> ClusterPki:
-    """Write a CA and every certificate the control plane and the node agent use."""
+def create_pki(directory: Path, api_address: str = "127.0.0.1") -> ClusterPki:
+    """Write a CA and every certificate the control plane and the node agent use; the API
+    server's certificate names ``api_address`` too when it listens on another address."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _new_key(directory / "ca.key")
     ca_cert = directory / "ca.crt"
@@ -139,6 +140,7 @@ def create_pki(directory: Path) -> ClusterPki:
             "/CN=kube-apiserver",
             (
                 *loopback,
+                *((f"IP:{api_address}",) if api_address != "127.0.0.1" else ()),
                 f"IP:{KUBERNETES_SERVICE_IP}",
                 "DNS:kubernetes",
                 "DNS:kubernetes.default",
@@ -160,4 +162,33 @@ def create_pki(directory: Path) -> ClusterPki:
         kubelet_serving=_issue(ca, directory, "kubelet", "/CN=psjob-local-node-agent", loopback),
         service_account_key=sa_key,
         service_account_public_key=sa_public,
+    )
+
+
+@dataclass(frozen=True)
+class KubeletNodePki:
+    """The credentials of one kubelet node: its kubelet's and kube-proxy's client certificates
+    (the Node authorizer and the bootstrap RBAC roles know these names) and the kubelet's
+    serving certificate, which the API server verifies against the cluster CA."""
+
+    kubelet_client: CertPair
+    kubelet_serving: CertPair
+    kube_proxy: CertPair
+
+
+def issue_kubelet_node_pki(pki: ClusterPki, node_name: str, node_ip: str) -> KubeletNodePki:
+    """Certificates for a kubelet node named ``node_name`` at ``node_ip``, next to the CA."""
+    directory = pki.ca.cert.parent
+    return KubeletNodePki(
+        kubelet_client=_issue(
+            pki.ca, directory, f"{node_name}-client", f"/O=system:nodes/CN=system:node:{node_name}"
+        ),
+        kubelet_serving=_issue(
+            pki.ca,
+            directory,
+            f"{node_name}-serving",
+            f"/CN={node_name}",
+            (f"IP:{node_ip}", f"DNS:{node_name}"),
+        ),
+        kube_proxy=_issue(pki.ca, directory, "kube-proxy", "/CN=system:kube-proxy"),
     )

@@ -12,18 +12,14 @@ shows the tail of every component's log and of its namespace's pod logs.
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from psjob_localcluster import LocalCluster, local_cluster
-from psjob_localcluster.waiting import wait_for
 
-from tests.support.namespaces import delete_namespace
+from tests.support.namespaces import create_namespace, delete_namespace
 
 E2E = Path(__file__).resolve().parent
 _CLUSTER = pytest.StashKey[LocalCluster]()
@@ -46,29 +42,12 @@ def api_client(cluster: LocalCluster) -> client.ApiClient:
     return cluster.api_client()
 
 
-def _namespace_name(test_name: str) -> str:
-    base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:50].strip("-")
-    return f"{base or 'test'}-{secrets.token_hex(3)}"
-
-
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace named after the test, ready for pods; deleted afterwards."""
     core = client.CoreV1Api(api_client)
-    name = _namespace_name(request.node.name)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    name = create_namespace(core, request.node.name)
     request.node.stash[_NAMESPACE] = name
-
-    def default_account_exists() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    wait_for(default_account_exists, f"the default ServiceAccount of namespace {name}")
     yield name
     delete_namespace(core, name)
 
