@@ -24,7 +24,7 @@ from psjob_operator.conditions import is_true
 from psjob_operator.kube import CONFLICT, Kube, Manifest
 from psjob_operator.models import ConditionType, Phase, PSJob
 from psjob_operator.observe import PodView
-from psjob_operator.plan import Decision, decide, fail_now
+from psjob_operator.plan import Decision, Event, EventType, decide, fail_now
 from psjob_operator.render import (
     gang_scheduler,
     render_pod,
@@ -32,6 +32,7 @@ from psjob_operator.render import (
     render_services,
     spec_hash,
 )
+from psjob_operator.validation import field_errors
 
 log = logging.getLogger("psjob.operator")
 
@@ -40,7 +41,8 @@ Key = tuple[str, str]
 
 T = TypeVar("T")
 
-RETRY_SECONDS = 5.0
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 300.0
 CREATION_GRACE_SECONDS = 30.0
 """How long a pod created by this process is assumed to exist before the watch shows it."""
 UNPROCESSABLE = 422
@@ -49,6 +51,16 @@ UNPROCESSABLE = 422
 def job_key(body: Mapping[str, Any]) -> Key:
     metadata = body["metadata"]
     return metadata["namespace"], metadata["name"]
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before retrying a job whose reconcile failed `failures` times in a row.
+
+    1, 2, 4, ... up to 5 min, per job, as controller-runtime's rate-limited work queue does: a
+    job the API server keeps refusing backs off without slowing the others, and its first
+    successful reconcile resets the count. Watch events still trigger a reconcile at once.
+    """
+    return float(min(RETRY_BASE_SECONDS * 2 ** min(failures - 1, 30), RETRY_MAX_SECONDS))
 
 
 def _newer(candidate: Manifest, cached: Manifest | None) -> bool:
@@ -82,6 +94,10 @@ class Reconciler:
         """When this process created (job uid, pod, attempt): the watch may lag behind."""
         self.phases: dict[Key, str] = {}
         self.known_crds: set[str] = set()
+        self.failures: dict[Key, int] = {}
+        """Reconciles of a job that failed in a row, for its retry back-off."""
+        self.rejected: dict[Key, str | None] = {}
+        """The resourceVersion of each job body the models refused and the job was told of."""
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -105,6 +121,8 @@ class Reconciler:
         self.running[key] = asyncio.create_task(self._drain(key))
 
     def _forget(self, key: Key) -> None:
+        self.failures.pop(key, None)
+        self.rejected.pop(key, None)
         timer = self.timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -138,23 +156,42 @@ class Reconciler:
             del self.running[key]
 
     async def _reconcile_safely(self, key: Key) -> None:
+        """One reconcile; a status write refused as stale (409) is decided again at once on a
+        fresh copy of the job, any other error retries after the job's back-off."""
         started = time.perf_counter()
         try:
             await self.reconcile(key)
         except ApiException as exc:
             if exc.status == CONFLICT:
-                await self._refresh(key)
-                self.dirty.add(key)
-                return
-            metrics.RECONCILE_ERRORS.inc()
-            log.warning("reconcile of %s/%s failed, retrying: %s", *key, exc.reason)
-            self._requeue(key, RETRY_SECONDS)
-        except Exception:
-            metrics.RECONCILE_ERRORS.inc()
-            log.exception("reconcile of %s/%s failed, retrying", *key)
-            self._requeue(key, RETRY_SECONDS)
+                await self._decide_again(key)
+            else:
+                self._retry_later(key, exc)
+        except Exception as exc:
+            self._retry_later(key, exc)
+        else:
+            self.failures.pop(key, None)
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    async def _decide_again(self, key: Key) -> None:
+        try:
+            await self._refresh(key)
+        except Exception as exc:
+            self._retry_later(key, exc)
+            return
+        self.dirty.add(key)
+
+    def _retry_later(self, key: Key, exc: Exception) -> None:
+        failures = self.failures.get(key, 0) + 1
+        self.failures[key] = failures
+        delay = retry_delay(failures)
+        metrics.RECONCILE_ERRORS.inc()
+        message = "reconcile of %s/%s failed (%d in a row), retrying in %gs: %s"
+        if isinstance(exc, ApiException):  # the API server's answer says enough
+            log.warning(message, *key, failures, delay, exc.reason)
+        else:
+            log.warning(message, *key, failures, delay, exc, exc_info=exc)
+        self._requeue(key, delay)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -183,14 +220,27 @@ class Reconciler:
         try:
             job = PSJob.model_validate(body)
         except ValidationError as exc:
-            log.error("psjob %s/%s does not match the API, ignoring it: %s", *key, exc)
+            await self._reject(key, body, exc)
             return
+        self.rejected.pop(key, None)
         now = datetime.now(UTC).replace(microsecond=0)
         pods = list(self.pods.get(key, ()))
         gang = gang_scheduler(job)
         installed = None if gang is None else await self._crd_installed(gang.crd)
         decision = decide(job, pods, now, installed)
         await self._apply(key, body, job, decision, pods, now)
+
+    async def _reject(self, key: Key, body: Manifest, exc: ValidationError) -> None:
+        """A body the models refuse, e.g. one an older installed CRD let through: a Warning
+        event tells the job's author, once per version of the job."""
+        version = body["metadata"].get("resourceVersion")
+        if key in self.rejected and self.rejected[key] == version:  # told already
+            return
+        self.rejected[key] = version
+        problems = "; ".join(str(error) for error in field_errors(exc))
+        log.error("psjob %s/%s does not match the API, ignoring it: %s", *key, problems)
+        message = f"the operator ignores this job until it is fixed: {problems}"
+        await self._post_events(body, [Event(EventType.WARNING, "FailedValidation", message)])
 
     # --- output ------------------------------------------------------------------------------
 
@@ -205,14 +255,14 @@ class Reconciler:
     ) -> None:
         if decision.status != job.status:
             await self._write_status(key, body, decision)
-        await self._post_events(body, decision)
+        await self._post_events(body, decision.events)
         if decision.create_pods:
             rejected = await self._create_pods(key, job, decision)
             if rejected is not None:
                 current = job.model_copy(update={"status": decision.status})
                 decision = fail_now(current, pods, now, "InvalidPodTemplate", rejected)
                 await self._write_status(key, self.jobs[key], decision)
-                await self._post_events(body, decision)
+                await self._post_events(body, decision.events)
         await self._delete_pods(key[0], decision.delete_pods)
         if decision.delete_job:
             log.info("psjob %s/%s finished and its TTL passed: deleting it", *key)
@@ -229,8 +279,8 @@ class Reconciler:
         if _newer(patched, self.jobs.get(key)):
             self.jobs[key] = patched
 
-    async def _post_events(self, body: Manifest, decision: Decision) -> None:
-        for event in decision.events:
+    async def _post_events(self, body: Manifest, events: list[Event]) -> None:
+        for event in events:
             if event.reason == "Restarting":
                 metrics.RESTARTS.labels(event.reason).inc()
             try:

@@ -1,0 +1,109 @@
+"""The reconciler's error handling, against a stand-in for the API server."""
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import pytest
+from kubernetes.client import ApiException
+from psjob_operator.controller import Reconciler, retry_delay
+from psjob_operator.kube import Kube, Manifest
+from psjob_operator.plan import Event
+
+KEY = ("ns", "j")
+
+
+class FakeKube:
+    """Records events; refuses status writes while `refuse` holds an HTTP status."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.refuse: int | None = None
+
+    def patch_status(self, namespace: str, name: str, version: str, status: Manifest) -> Manifest:
+        if self.refuse is not None:
+            raise ApiException(status=self.refuse, reason="Service Unavailable")
+        return job_body(str(int(version) + 1), status=status)
+
+    def post_event(self, job: Manifest, event: Event) -> None:
+        self.events.append(event)
+
+    def create(self, manifest: Manifest) -> bool:
+        return True
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        pass
+
+
+def job_body(version: str, **changes: Any) -> Manifest:
+    return {
+        "apiVersion": "psjob.dev/v1alpha1",
+        "kind": "PSJob",
+        "metadata": {"name": "j", "namespace": "ns", "uid": "u", "resourceVersion": version},
+        "spec": {"image": "img"},
+        **changes,
+    }
+
+
+def reconcile(reconciler: Reconciler, body: Manifest | None = None) -> None:
+    """A watch event with `body`, or without one the retry timer firing; then wait it out."""
+
+    async def once() -> None:
+        if body is None:
+            reconciler.trigger(KEY)
+        else:
+            reconciler.observe_job(body, deleted=False)
+        while reconciler.running:
+            await asyncio.sleep(0.01)
+        for timer in reconciler.timers.values():
+            timer.cancel()
+        reconciler.timers.clear()
+
+    asyncio.run(once())
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def reconciler(kube: FakeKube) -> Reconciler:
+    return Reconciler(cast(Kube, kube), api_threads=1)
+
+
+def test_an_invalid_job_gets_one_warning_event_per_version(
+    reconciler: Reconciler, kube: FakeKube
+) -> None:
+    invalid = job_body("7", spec={"image": "img", "workers": {"restartPolicy": "Sometimes"}})
+    reconcile(reconciler, invalid)
+    reconcile(reconciler)
+    (event,) = kube.events
+    assert (event.type, event.reason) == ("Warning", "FailedValidation")
+    assert "spec.workers.restartPolicy" in event.message
+    reconcile(reconciler, {**invalid, "metadata": {**invalid["metadata"], "resourceVersion": "8"}})
+    assert len(kube.events) == 2
+
+
+def test_failed_reconciles_back_off_per_job_and_a_success_resets_it(
+    reconciler: Reconciler, kube: FakeKube, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="psjob.operator")
+    kube.refuse = 503
+    reconcile(reconciler, job_body("1"))
+    reconcile(reconciler)
+    reconcile(reconciler)
+    assert [r.getMessage().split(": ")[0] for r in caplog.records] == [
+        "reconcile of ns/j failed (1 in a row), retrying in 1s",
+        "reconcile of ns/j failed (2 in a row), retrying in 2s",
+        "reconcile of ns/j failed (3 in a row), retrying in 4s",
+    ]
+    kube.refuse = None
+    reconcile(reconciler)
+    kube.refuse = 503
+    reconcile(reconciler, job_body("3", spec={"image": "img2"}))
+    assert caplog.records[-1].getMessage().startswith("reconcile of ns/j failed (1 in a row)")
+
+
+def test_the_retry_delay_grows_to_five_minutes_and_stays_there() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3, 9, 10, 5000)] == [1, 2, 4, 256, 300, 300]
