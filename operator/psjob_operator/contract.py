@@ -1,7 +1,8 @@
 """Names shared with the world outside the operator: the API group, labels and the env contract.
 
 The runtime (psjob_runtime) keeps its own copy of the environment variable names on purpose:
-the runtime image must not depend on the operator package. Both follow docs/contract.md.
+the runtime image must not depend on the operator package. Both follow docs/api.md (the
+environment contract); tests/unit/test_env_contract.py checks that the two copies agree.
 """
 
 GROUP = "psjob.dev"
@@ -55,9 +56,6 @@ CONTRACT_ENV = (
 
 EXIT_RETRYABLE = 75
 """The runtime's exit code for a retryable failure: a peer lost or a timeout (EX_TEMPFAIL)."""
-
-EXIT_CONFIG = 78
-"""The runtime's exit code for a permanent configuration error (EX_CONFIG)."""
 
 DEFAULT_SERVER_PORT = 23456
 DEFAULT_SERVER_COMMAND = ("python", "-m", "psjob_runtime", "server")

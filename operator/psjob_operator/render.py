@@ -78,7 +78,7 @@ def server_addresses(job: PSJob) -> list[str]:
 
 
 def contract_env(job: PSJob, role: Role, index: int, attempt: int) -> list[Manifest]:
-    """The environment contract of docs/contract.md, in a fixed order."""
+    """The environment contract of docs/api.md, in a fixed order."""
     servers, workers = job.spec.servers.replicas, job.spec.workers.replicas
     rank = index if role == Role.SERVER else servers + index
     master = pod_fqdn(job.metadata.name, _namespace(job), Role.SERVER, 0)

@@ -4,6 +4,9 @@ Every process of a job, in a pod or started by the local launcher, learns who it
 these variables. Reading them in one place means a wrong value stops the process at start-up
 with the variable's name and the expected form, instead of surfacing later as a hang in the
 rendezvous (exit code 78, permanent: a restart would read the same values).
+
+The operator writes these variables from its own copy of their names (this package must not
+import the operator); tests/unit/test_env_contract.py checks that the two copies agree.
 """
 
 import os
@@ -61,9 +64,6 @@ class JobContext:
     rank: int
     training: TrainingSettings
     restart_count: int
-
-    def server_rank(self, index: int) -> int:
-        return index
 
     def worker_rank(self, index: int) -> int:
         return self.num_servers + index
