@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psjob_operator import contract
-from psjob_operator.models import Role
+from psjob_operator.models import ReplicaPhase, Role
 from psjob_operator.render import ATTEMPT_ANNOTATION, SPEC_HASH_ANNOTATION
 
 
@@ -30,7 +30,7 @@ class PodView:
 
     @property
     def finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
+        return self.phase in (ReplicaPhase.SUCCEEDED, ReplicaPhase.FAILED)
 
 
 def _main_container_state(pod: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         index=index,
         attempt=int(annotations.get(ATTEMPT_ANNOTATION, "0")),
         spec_hash=annotations.get(SPEC_HASH_ANNOTATION, ""),
-        phase=status.get("phase") or "Pending",
+        phase=status.get("phase") or ReplicaPhase.PENDING,
         deleting=bool(metadata.get("deletionTimestamp")),
         ready=bool(container.get("ready")),
         exit_code=terminated.get("exitCode"),
