@@ -14,7 +14,6 @@ in a log line and falls back to the previous step. Each server keeps its newest 
 import contextlib
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from psjob_runtime.errors import ContractError, PsjobError
+from psjob_runtime.log import log
 
 FORMAT = 1
 KEEP = 3
@@ -44,10 +44,6 @@ def step_dir(root: Path, step: int) -> Path:
 
 def file_name(server: int, num_servers: int) -> str:
     return f"server-{server}-of-{num_servers}.pt"
-
-
-def log(message: str) -> None:
-    print(f"psjob: {message}", file=sys.stderr, flush=True)
 
 
 def check_writable(root: Path) -> None:

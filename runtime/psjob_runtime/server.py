@@ -16,6 +16,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +28,7 @@ from psjob_runtime import checkpoint
 from psjob_runtime.consistency import Gate, SparseGrads, make_gate
 from psjob_runtime.contract import JobContext
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
+from psjob_runtime.log import log
 from psjob_runtime.reslice import dense_share, table_share
 from psjob_runtime.server_optimizer import build_optimizer
 from psjob_runtime.sharding import balanced_slices
@@ -61,6 +64,18 @@ class TerminatedError(PsjobError):
     exit_code = ExitCode.TERMINATED
 
 
+@dataclass
+class _Link:
+    """One worker as its serving thread sees it: who it is, and buffers reused every step."""
+
+    worker: int
+    rank: int
+    header_buf: torch.Tensor
+    grad: torch.Tensor | None = None
+    sparse: SparseGrads = field(default_factory=list)
+    """Row gradients of SPARSE_PUSH, held until the worker's next PUSH_PULL applies them."""
+
+
 class ParameterServer:
     """One server's state and threads; `run()` returns the gate once every worker said DONE."""
 
@@ -81,6 +96,17 @@ class ParameterServer:
         self.restored: checkpoint.Checkpoint | None = None
         self.last_checkpoint = -1
         self.total = 0
+        self.serving: dict[Op, Callable[[_Link, Header], bool]] = {
+            Op.INIT: self._on_init,
+            Op.DECLARE_TABLE: self._on_declare_table,
+            Op.SPARSE_PULL: self._on_sparse_pull,
+            Op.SPARSE_PUSH: self._on_sparse_push,
+            Op.PULL: self._on_pull,
+            Op.RESUME: self._on_resume,
+            Op.PUSH_PULL: self._on_push_pull,
+            Op.DONE: self._on_done,
+        }
+        """What each op a worker sends makes this server do, in its worker's thread."""
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -93,7 +119,7 @@ class ParameterServer:
         index, servers = self.ctx.replica_index, self.ctx.num_servers
         if found is None:
             if self.ctx.restart_count > 0:
-                checkpoint.log(
+                log(
                     f"restart {self.ctx.restart_count} but no usable checkpoint in "
                     f"{self.checkpoint_root}: starting from the initial parameters"
                 )
@@ -280,67 +306,84 @@ class ParameterServer:
 
     def _serve_worker(self, worker: int) -> None:
         """Answer one worker's requests until it says DONE."""
-        rank = self.ctx.worker_rank(worker)
-        header_buf = new_header_buffer()
-        grad: torch.Tensor | None = None
-        sparse: SparseGrads = []
-        while True:
-            self.transport.recv(header_buf, rank, TAG_HEADER, "waiting for its next request").wait()
-            header = Header.decode(header_buf)
-            if header.op is Op.INIT:
-                initial = self._recv(torch.empty(header.numel), rank, "initial parameters")
-                if not self.ready.is_set():
-                    self._adopt_initial(initial, header.extra[0])
-                continue
-            if header.op is Op.DECLARE_TABLE:
-                scale = self._recv(torch.empty(1), rank, "table declaration")
-                self._declare(header, float(scale[0]))
-                continue
-            if header.op is Op.SPARSE_PULL:
-                shard = self._table(header)
-                ids = self._recv(torch.empty(header.numel, dtype=torch.int64), rank, "row ids")
-                rows = shard.gather(ids, torch.empty(header.numel, shard.spec.dim))
-                what = f"rows of table {shard.spec.table}"
-                self.transport.send(rows, rank, TAG_REPLY, what).wait()
-                continue
-            if header.op is Op.SPARSE_PUSH:
-                shard = self._table(header)
-                ids = self._recv(torch.empty(header.numel, dtype=torch.int64), rank, "row ids")
-                rows = torch.empty(header.numel, shard.spec.dim)
-                sparse.append((shard, ids, self._recv(rows, rank, "row gradients")))
-                continue
-            gate = self._wait_ready(worker)
-            if header.op is Op.PULL:
-                self._check_size(header, gate)
-                reply = gate.current(worker)
-            elif header.op is Op.RESUME:
-                with gate.cond:
-                    saved = self.restored.step if self.restored else -1
-                    point = ResumePoint(step=gate.clock[worker], checkpoint_step=saved)
-                reply = point.encode(header_buf)
-            elif header.op is Op.PUSH_PULL:
-                self._check_size(header, gate)
-                if grad is None:
-                    grad = torch.empty_like(gate.params.detach())
-                what = f"gradient of step {header.step}"
-                self.transport.recv(grad, rank, TAG_PAYLOAD, what).wait()
-                reply = gate.push(worker, grad, sparse)
-                sparse = []
-            elif header.op is Op.DONE:
-                stats = gate.leave(worker)
-                self.transport.send(
-                    stats.encode(header_buf), rank, TAG_REPLY, "final statistics"
-                ).wait()
-                return
-            else:
+        link = _Link(worker, self.ctx.worker_rank(worker), new_header_buffer())
+        finished = False
+        while not finished:
+            waiting = "waiting for its next request"
+            self.transport.recv(link.header_buf, link.rank, TAG_HEADER, waiting).wait()
+            header = Header.decode(link.header_buf)
+            serve = self.serving.get(header.op)
+            if serve is None:
                 raise ProtocolError(f"worker {worker} sent op {header.op.name}, not served here")
-            self.transport.send(
-                reply, rank, TAG_REPLY, f"parameters after step {header.step}"
-            ).wait()
+            finished = serve(link, header)
+
+    def _reply(self, link: _Link, header: Header, reply: torch.Tensor) -> None:
+        what = f"parameters after step {header.step}"
+        self.transport.send(reply, link.rank, TAG_REPLY, what).wait()
+
+    # Each op's handler returns True once the worker has finished.
+
+    def _on_init(self, link: _Link, header: Header) -> bool:
+        initial = self._recv(torch.empty(header.numel), link.rank, "initial parameters")
+        if not self.ready.is_set():
+            self._adopt_initial(initial, header.extra[0])
+        return False
+
+    def _on_declare_table(self, link: _Link, header: Header) -> bool:
+        scale = self._recv(torch.empty(1), link.rank, "table declaration")
+        self._declare(header, float(scale[0]))
+        return False
+
+    def _on_sparse_pull(self, link: _Link, header: Header) -> bool:
+        shard = self._table(header)
+        ids = self._recv(torch.empty(header.numel, dtype=torch.int64), link.rank, "row ids")
+        rows = shard.gather(ids, torch.empty(header.numel, shard.spec.dim))
+        what = f"rows of table {shard.spec.table}"
+        self.transport.send(rows, link.rank, TAG_REPLY, what).wait()
+        return False
+
+    def _on_sparse_push(self, link: _Link, header: Header) -> bool:
+        shard = self._table(header)
+        ids = self._recv(torch.empty(header.numel, dtype=torch.int64), link.rank, "row ids")
+        rows = torch.empty(header.numel, shard.spec.dim)
+        link.sparse.append((shard, ids, self._recv(rows, link.rank, "row gradients")))
+        return False
+
+    def _on_pull(self, link: _Link, header: Header) -> bool:
+        gate = self._wait_ready(link.worker)
+        self._check_size(header, gate)
+        self._reply(link, header, gate.current(link.worker))
+        return False
+
+    def _on_resume(self, link: _Link, header: Header) -> bool:
+        gate = self._wait_ready(link.worker)
+        with gate.cond:
+            saved = self.restored.step if self.restored else -1
+            point = ResumePoint(step=gate.clock[link.worker], checkpoint_step=saved)
+        self._reply(link, header, point.encode(link.header_buf))
+        return False
+
+    def _on_push_pull(self, link: _Link, header: Header) -> bool:
+        gate = self._wait_ready(link.worker)
+        self._check_size(header, gate)
+        if link.grad is None:
+            link.grad = torch.empty_like(gate.params.detach())
+        what = f"gradient of step {header.step}"
+        self.transport.recv(link.grad, link.rank, TAG_PAYLOAD, what).wait()
+        reply = gate.push(link.worker, link.grad, link.sparse)
+        link.sparse = []
+        self._reply(link, header, reply)
+        return False
+
+    def _on_done(self, link: _Link, header: Header) -> bool:
+        stats = self._wait_ready(link.worker).leave(link.worker)
+        what = "final statistics"
+        self.transport.send(stats.encode(link.header_buf), link.rank, TAG_REPLY, what).wait()
+        return True
 
     def _drop(self, worker: int, error: PeerLostError) -> None:
         """async: a lost worker leaves; the others finish without it."""
-        checkpoint.log(
+        log(
             f"server {self.ctx.replica_index}: dropped worker {worker} ({error}); "
             "async mode: the other workers go on"
         )
