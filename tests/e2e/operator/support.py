@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from psjob_localcluster import LocalCluster
+from psjob_localcluster.controlplane import free_port as free_port  # re-exported for the tests
 from psjob_localcluster.procs import ManagedProcess
 from psjob_localcluster.waiting import wait_for
 
@@ -22,13 +22,6 @@ ROOT = Path(__file__).resolve().parents[3]
 GROUP, VERSION, PLURAL = "psjob.dev", "v1alpha1", "psjobs"
 
 Manifest = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def healthy(port: int) -> bool:
