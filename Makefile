@@ -28,13 +28,18 @@ lock: $(STAMP) ## Re-resolve requirements/dev.lock from the pyproject files
 	$(UV) pip compile -q --python $(PY) operator/pyproject.toml runtime/pyproject.toml localcluster/pyproject.toml requirements/dev.in --extra examples -o $(LOCK)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint and format check) and mypy
+lint: $(STAMP) ## ruff (lint and format check), mypy and the import contracts of .importlinter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: check
+check: lint ## The fast loop before make test: lint, then the unit and runtime tests (no cluster)
+	$(PY) -m pytest -n 2 --dist loadgroup tests/unit tests/runtime
 
 .PHONY: test
-test: lint system-deps cluster-tools ## The whole suite: lint, mypy, unit, runtime and real-control-plane tests (2 pytest-xdist workers)
+test: lint system-deps cluster-tools ## The whole suite: lint, unit, runtime and real-control-plane tests (2 pytest-xdist workers)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 .PHONY: crds
