@@ -20,6 +20,7 @@ from pathlib import Path
 from psjob_localcluster.images.aptsources import debian_mirror
 from psjob_localcluster.images.buildah import Buildah, buildah_version
 from psjob_localcluster.images.keys import JsonValue
+from psjob_localcluster.images.mounts import unmount_under
 
 REFERENCE = "localhost/psjob/python:3.11-bookworm"
 SUITE = "bookworm"
@@ -163,15 +164,3 @@ def slim_down(rootfs: Path) -> None:
         if doc.name != "copyright":
             shutil.rmtree(doc) if doc.is_dir() and not doc.is_symlink() else doc.unlink()
     (rootfs / "etc/resolv.conf").write_text("")  # the runtime mounts the pod's over it
-
-
-def unmount_under(folder: Path) -> None:
-    """Lazily unmount every mount point at or below ``folder``, deepest first."""
-    prefix = str(folder.resolve())
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point == prefix or point.startswith(prefix + "/"):
-            points.append(point)
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False)
