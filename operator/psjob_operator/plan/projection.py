@@ -50,6 +50,7 @@ class _Conditions:
 
 
 def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
+    """The job's new status: every field written here, from the outcome and its snapshot."""
     snapshot = outcome.snapshot
     replicas = replica_entries(job, outcome)
     tolerated = outcome.tolerated
