@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from psjob_localcluster.images import (
     BuiltImage,
+    Ctr,
     NodeImages,
     ensure_node_images,
     import_images,
@@ -195,8 +196,8 @@ def test_containerd_imports_the_images_once_and_runs_them(
     images: NodeImages, containerd: Path
 ) -> None:
     small = (images.pause, images.coredns, images.operator)
-    assert import_images("ctr", containerd, small) == list(small)
-    assert import_images("ctr", containerd, small) == [], "a second import must skip them all"
+    assert import_images(Ctr(containerd), small) == list(small)
+    assert import_images(Ctr(containerd), small) == [], "a second import must skip them all"
 
     probe = "import os, psjob_operator; print(os.getuid(), psjob_operator.__version__)"
     run = ctr(containerd, "run", "--rm", images.operator.reference, "op", "python", "-c", probe)

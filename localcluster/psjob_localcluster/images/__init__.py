@@ -8,12 +8,14 @@ See docs/cluster.md, "Images for the kubelet node".
 """
 
 from psjob_localcluster.images.archives import BuiltImage
-from psjob_localcluster.images.containerd import import_images
+from psjob_localcluster.images.containerd import Ctr, CtrRunner, import_images
 from psjob_localcluster.images.node_images import NodeImages, ensure_node_images
 from psjob_localcluster.images.prerequisites import missing_prerequisites
 
 __all__ = [
     "BuiltImage",
+    "Ctr",
+    "CtrRunner",
     "NodeImages",
     "ensure_node_images",
     "import_images",

@@ -9,58 +9,72 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from psjob_localcluster.images.archives import BuiltImage
 
 NAMESPACE = "k8s.io"
 """The namespace the CRI plugin (so the kubelet) reads images from."""
+IMPORT_TIMEOUT = 1800.0
+"""ctr reads a whole archive to import it: about 90 s for the 5.8 GB runtime image here."""
 
 
-class ContainerdImportError(RuntimeError):
+class CtrRunner(Protocol):
+    """Runs ``ctr <args>`` against one containerd in the CRI namespace and returns its stdout
+    (the kubelet node's ``Containerd`` is one, running it inside the node's namespaces)."""
+
+    def ctr(self, *args: str, timeout: float = ...) -> str: ...
+
+
+class CtrError(RuntimeError):
     """ctr failed; the message carries its output."""
 
 
-def _ctr(ctr: Path | str | Sequence[str], address: Path, *args: str) -> str:
-    prefix = [str(ctr)] if isinstance(ctr, (str, Path)) else list(ctr)
-    command = [*prefix, "--address", str(address), "--namespace", NAMESPACE, *args]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ContainerdImportError(f"`{' '.join(command)}` failed: {done.stderr.strip()[-2000:]}")
-    return done.stdout
+@dataclass(frozen=True)
+class Ctr:
+    """``ctr`` on this machine against the containerd listening on ``address``."""
+
+    address: Path
+    command: tuple[str, ...] = ("ctr",)
+
+    def ctr(self, *args: str, timeout: float = 600.0) -> str:
+        argv = [*self.command, "--address", str(self.address), "--namespace", NAMESPACE, *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise CtrError(f"`{' '.join(argv)}` failed: {done.stderr.strip()[-2000:]}")
+        return done.stdout
 
 
-def image_ids(
-    ctr: Path | str | Sequence[str], address: Path, references: set[str]
-) -> dict[str, str]:
+def image_ids(containerd: CtrRunner, references: set[str]) -> dict[str, str]:
     """reference -> image ID (hex config digest) of those ``references`` containerd holds."""
     found = {}
-    for line in _ctr(ctr, address, "images", "list").splitlines()[1:]:
+    for line in containerd.ctr("images", "list").splitlines()[1:]:
         words = line.split()
         if len(words) >= 3 and words[0] in references:
-            manifest = json.loads(_ctr(ctr, address, "content", "get", words[2]))
+            manifest = json.loads(containerd.ctr("content", "get", words[2]))
             found[words[0]] = str(manifest["config"]["digest"]).removeprefix("sha256:")
     return found
 
 
 def import_images(
-    ctr: Path | str | Sequence[str],
-    address: Path,
-    images: Iterable[BuiltImage],
-    snapshotter: str = "overlayfs",
+    containerd: CtrRunner, images: Iterable[BuiltImage], snapshotter: str = "overlayfs"
 ) -> list[BuiltImage]:
-    """Import each image containerd lacks at its ID, unpacked for ``snapshotter``; return those.
-
-    ``ctr`` is the ctr binary or a command prefix (e.g. one that enters the node's namespaces);
-    ``address`` is containerd's socket.
-    """
+    """Import each image containerd lacks at its ID, unpacked for ``snapshotter``; return those."""
     wanted = list(images)
-    present = image_ids(ctr, address, {image.reference for image in wanted})
+    present = image_ids(containerd, {image.reference for image in wanted})
     imported = []
     for image in wanted:
         if present.get(image.reference) == image.image_id:
             continue
-        _ctr(ctr, address, "images", "import", f"--snapshotter={snapshotter}", str(image.archive))
+        containerd.ctr(
+            "images",
+            "import",
+            f"--snapshotter={snapshotter}",
+            str(image.archive),
+            timeout=IMPORT_TIMEOUT,
+        )
         imported.append(image)
     return imported
