@@ -30,7 +30,11 @@ from psjob_localcluster.images import (
 from psjob_localcluster.images.coredns import NET_BIND_SERVICE_XATTR
 from psjob_localcluster.images.mounts import mount_points_under, unmount_under
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(5400)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.timeout(5400),  # a cold build downloads several GB of wheels
+    pytest.mark.xdist_group("node-images"),  # one pytest-xdist worker builds, none waits idle
+]
 
 
 def require(missing: list[str]) -> None:

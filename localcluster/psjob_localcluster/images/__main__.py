@@ -8,6 +8,11 @@ import subprocess
 import sys
 import time
 
+from psjob_localcluster.build import BuildError
+from psjob_localcluster.images.aptsources import NoMirrorError
+from psjob_localcluster.images.base import DebootstrapError
+from psjob_localcluster.images.buildah import BuildahError
+from psjob_localcluster.images.context import DockerfileError
 from psjob_localcluster.images.node_images import default_cache, ensure_node_images
 from psjob_localcluster.images.prerequisites import missing_prerequisites
 
@@ -28,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[node-images] cannot build here, missing: {', '.join(missing)}", file=sys.stderr)
         return 1
     started = time.monotonic()
-    images = ensure_node_images()
+    try:
+        images = ensure_node_images()
+    except (BuildError, BuildahError, DebootstrapError, DockerfileError, NoMirrorError) as error:
+        print(f"[node-images] error: {error}", file=sys.stderr)
+        return 1
     for image in images.all():
         state = "reused" if image.reused else "built "
         print(
