@@ -97,9 +97,24 @@ system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper
 cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl, kubelet, kube-proxy and helm once per machine (cached)
 	$(PY) -m psjob_localcluster.build
 
+# Debian packages of the kubelet node: the image builds (buildah, debootstrap) and the node itself.
+NODE_PACKAGES := buildah debootstrap containerd runc containernetworking-plugins iptables conntrack
+
+.PHONY: node-deps
+node-deps: ## Install the Debian packages the kubelet node and its image builds need (buildah, debootstrap, containerd, runc, CNI plugins, iptables, conntrack) when missing
+	@if ! dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing $(NODE_PACKAGES)"; \
+		$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(NODE_PACKAGES); \
+	fi
+
+.PHONY: node-images
+node-images: $(STAMP) system-deps node-deps ## Build the base, pause, CoreDNS, operator and runtime images for the kubelet node (cached by input hash)
+	$(PY) -m psjob_localcluster.images
+
 .PHONY: dev-cluster
-dev-cluster: cluster-tools system-deps ## Run a local Kubernetes cluster (pods as local processes) until Ctrl-C
-	$(PY) -m psjob_localcluster dev
+dev-cluster: cluster-tools system-deps $(if $(filter kubelet,$(NODE)),node-images) ## Run a local cluster until Ctrl-C: pods as local processes, or NODE=kubelet for a real kubelet node with the project's images
+	$(PY) -m psjob_localcluster dev $(if $(filter kubelet,$(NODE)),--kubelet)
 
 .PHONY: kind-cluster
 kind-cluster: ## With Docker and kind: a kind cluster at the pinned Kubernetes version

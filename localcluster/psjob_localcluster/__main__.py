@@ -1,4 +1,5 @@
-"""``python -m psjob_localcluster dev``: a local cluster in the foreground (``make dev-cluster``);
+"""``python -m psjob_localcluster dev [--kubelet]``: a local cluster in the foreground
+(``make dev-cluster``, ``make dev-cluster NODE=kubelet``);
 ``python -m psjob_localcluster agent``: the node agent process the harness starts."""
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from types import FrameType
 
 from psjob_localcluster.agent.agent import AgentConfig, NodeAgent
 from psjob_localcluster.agent.nodes import NodeSpec
-from psjob_localcluster.cluster import DEFAULT_NODES, start_cluster
+from psjob_localcluster.cluster import DEFAULT_NODES, LocalCluster, start_cluster
+from psjob_localcluster.kubelet_cluster import KubeletCluster, start_kubelet_cluster
+from psjob_localcluster.node.prerequisites import missing_prerequisites
 from psjob_localcluster.tools import ToolsMissingError
 
 
@@ -53,20 +56,32 @@ def run_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start(args: argparse.Namespace, root: Path) -> tuple[LocalCluster | KubeletCluster, str]:
+    """The cluster of the chosen node kind, and its node names."""
+    if args.kubelet:
+        missing = missing_prerequisites()
+        if missing:
+            raise ToolsMissingError(f"the kubelet node needs {'; '.join(missing)}")
+        kubelet = start_kubelet_cluster(root)
+        return kubelet, kubelet.node.name
+    local = start_cluster(root, tuple(args.node or DEFAULT_NODES), no_run=args.no_run)
+    return local, ", ".join(n.name for n in local.nodes)
+
+
 def run_dev(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     root = Path(tempfile.mkdtemp(prefix="psjob-dev-cluster-"))
     started = time.monotonic()
     print(f"starting a local cluster in {root} ...", flush=True)
     try:
-        cluster = start_cluster(root, tuple(args.node or DEFAULT_NODES), no_run=args.no_run)
+        cluster, nodes = _start(args, root)
     except ToolsMissingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
         print(
             f"ready in {time.monotonic() - started:.1f} s: API server {cluster.server}, "
-            f"nodes {', '.join(n.name for n in cluster.nodes)}, logs in {cluster.log_dir}"
+            f"nodes {nodes}, logs in {cluster.log_dir}"
         )
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         print(f"export PATH={cluster.tools.bin_dir}:$PATH   # the pinned kubectl and helm")
@@ -86,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="run a local cluster until Ctrl-C")
     dev.add_argument("--node", action="append", type=NodeSpec.parse, help=node_help)
     dev.add_argument("--no-run", action="store_true", help="mark pods Running, start nothing")
+    dev.add_argument(
+        "--kubelet",
+        action="store_true",
+        help="a real kubelet node (containerd, runc, CNI, CoreDNS) running the project's images",
+    )
     agent = commands.add_parser("agent", help="the node agent (started by the harness)")
     agent.add_argument("--kubeconfig", type=Path, required=True)
     agent.add_argument("--state-dir", type=Path, required=True)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from psjob_localcluster import LocalCluster
+from psjob_localcluster.cluster import RunningCluster
 from psjob_localcluster.controlplane import free_port as free_port  # re-exported for the tests
 from psjob_localcluster.procs import ManagedProcess
 from psjob_localcluster.waiting import wait_for
@@ -52,7 +52,7 @@ def raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class PSJobs:
     """Apply, read and wait for PSJobs in the test's namespace, as a user would."""
 
-    cluster: LocalCluster
+    cluster: RunningCluster
     namespace: str
     api: client.ApiClient
 
