@@ -69,6 +69,10 @@ async def _operate(
     """
     operator = asyncio.create_task(
         kopf.operator(
+            # kopf's default identity asks the password database for the user's name, which a
+            # container run as a uid without a passwd entry (the image's 65532, OpenShift's
+            # random uids) does not have: the operator crashed at start-up on the kubelet node
+            identity=f"psjob-operator@{socket.gethostname()}",
             standalone=True,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,

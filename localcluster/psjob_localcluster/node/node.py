@@ -24,6 +24,7 @@ from psjob_localcluster.node.kubelet import (
     start_kube_proxy,
     start_kubelet,
 )
+from psjob_localcluster.node.leftovers import MachineState, differences, machine_state
 from psjob_localcluster.node.network import NodeNetwork, connect, pod_network_config
 from psjob_localcluster.node.sandbox import NodeSandbox, start_sandbox
 from psjob_localcluster.procs import ManagedProcess
@@ -50,6 +51,7 @@ class KubeletNode:
     network: NodeNetwork
     sandbox: NodeSandbox
     lock: IO[str]
+    machine_before: MachineState
     containerd: Containerd | None = None
     kubelet: ManagedProcess | None = None
     kube_proxy: ManagedProcess | None = None
@@ -103,9 +105,10 @@ class KubeletNode:
             for process in reversed(self.processes):
                 process.stop(grace_seconds=5.0)
             self.sandbox.stop()
-            left = remove_cgroup_root(CGROUP_ROOT)
+            remove_cgroup_root(CGROUP_ROOT)
+            left = differences(self.machine_before, machine_state(CGROUP_ROOT))
             if left:
-                raise NodeError(f"cgroups of the kubelet node still hold processes: {left}")
+                raise NodeError(f"the kubelet node left this on the machine: {'; '.join(left)}")
         finally:
             self.lock.close()
 
@@ -118,11 +121,12 @@ def open_node(folder: Path, network: NodeNetwork) -> KubeletNode:
         fcntl.flock(lock, fcntl.LOCK_EX)
         folder.mkdir(parents=True, exist_ok=True)
         remove_cgroup_root(CGROUP_ROOT)  # empty leftovers of a node whose harness was killed
+        before = machine_state(CGROUP_ROOT)
         sandbox = start_sandbox(folder, sys.executable)
     except BaseException:
         lock.close()
         raise
-    node = KubeletNode(NODE_NAME, folder, network, sandbox, lock)
+    node = KubeletNode(NODE_NAME, folder, network, sandbox, lock, before)
     try:
         connect(sandbox, network)
     except BaseException:
