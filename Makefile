@@ -39,7 +39,7 @@ check: lint ## The fast loop before make test: lint, then the unit and runtime t
 	$(PY) -m pytest -n 2 --dist loadgroup tests/unit tests/runtime
 
 .PHONY: test
-test: lint system-deps cluster-tools ## The whole suite: lint, unit, runtime and real-control-plane tests (2 pytest-xdist workers)
+test: lint system-deps cluster-tools node-images ## The whole suite: lint, unit, runtime, real-control-plane and kubelet-node tests (2 pytest-xdist workers)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 .PHONY: crds

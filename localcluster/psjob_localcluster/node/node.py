@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -92,6 +93,17 @@ class KubeletNode:
                     )
         return "\n".join(parts)
 
+    def _wait_machine_restored(self, timeout: float) -> list[str]:
+        """The kernel frees a dead network namespace (and the machine's end of the veth pair)
+        asynchronously: give it a moment before calling a difference a leftover."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remove_cgroup_root(CGROUP_ROOT)
+            left = differences(self.machine_before, machine_state(CGROUP_ROOT))
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
     def stop(self) -> None:
         """The kubelet first (no pod is restarted meanwhile), then every container (so the
         shared containerd root keeps no record of them), then the namespaces with whatever is
@@ -105,8 +117,7 @@ class KubeletNode:
             for process in reversed(self.processes):
                 process.stop(grace_seconds=5.0)
             self.sandbox.stop()
-            remove_cgroup_root(CGROUP_ROOT)
-            left = differences(self.machine_before, machine_state(CGROUP_ROOT))
+            left = self._wait_machine_restored(timeout=15.0)
             if left:
                 raise NodeError(f"the kubelet node left this on the machine: {'; '.join(left)}")
         finally:
