@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import kopf
+from kopf._core.engines.peering import Identity  # kopf exports the type only here
 
 from psjob_operator import handlers, health
 from psjob_operator.leader import LeaderElector
@@ -72,7 +73,7 @@ async def _operate(
             # kopf's default identity asks the password database for the user's name, which a
             # container run as a uid without a passwd entry (the image's 65532, OpenShift's
             # random uids) does not have: the operator crashed at start-up on the kubelet node
-            identity=f"psjob-operator@{socket.gethostname()}",
+            identity=Identity(f"psjob-operator@{socket.gethostname()}"),
             standalone=True,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,
