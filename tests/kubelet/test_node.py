@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from typing import Any
 
 from kubernetes import client
+from psjob_localcluster.controlplane import free_port
 from psjob_localcluster.kubelet_cluster import KubeletCluster
 from psjob_localcluster.node.network import NodeNetwork, routes_inside
 from psjob_localcluster.objects import create, to_dict
@@ -105,3 +107,37 @@ def test_pods_find_services_and_each_other_through_cluster_dns(
     assert seen["names"]["kubernetes.default"] == ["10.0.0.1"]
     assert isinstance(seen["names"]["example.com"], str), "a name outside the cluster resolved"
     assert "unreachable" in seen["outside"].lower(), seen["outside"]
+
+
+def test_kubectl_exec_and_port_forward_reach_a_container_through_the_kubelet(
+    kubelet: KubeletCluster, kube: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    serve = ["python", "-m", "http.server", "8080", "--directory", "/home/psjob"]
+    create(kube, namespace, _pod("web", kubelet.images.runtime.reference, serve))
+    wait_for(lambda: _phase(core, namespace, "web") == "Running", "web running", 120)
+    made = kubelet.kubectl(
+        "exec", "-n", namespace, "web", "--", "python", "-c",
+        "import pathlib; pathlib.Path('/home/psjob/hello.txt').write_text('hello from exec')",
+    )  # fmt: skip
+    assert made.returncode == 0
+    port = free_port()
+    forward = subprocess.Popen(
+        [str(kubelet.tools.kubectl), f"--kubeconfig={kubelet.kubeconfig}", "port-forward",
+         "-n", namespace, "pod/web", f"{port}:8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+
+        def fetch() -> str | None:
+            try:
+                url = f"http://127.0.0.1:{port}/hello.txt"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return str(response.read().decode())
+            except OSError:
+                return None
+
+        assert wait_for(fetch, "the file through kubectl port-forward", 30) == "hello from exec"
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
