@@ -28,6 +28,7 @@ from psjob_localcluster.controlplane import (
     tail,
 )
 from psjob_localcluster.kube import client_from_kubeconfig, close_client
+from psjob_localcluster.podlogs import pod_log_tails
 from psjob_localcluster.procs import (
     ManagedProcess,
     processes_with_environment,
@@ -112,17 +113,7 @@ class LocalCluster(RunningCluster):
 
     def pod_log_tails(self, namespace: str, lines: int = 20) -> str:
         """The tail of the latest log of every container of every pod run in ``namespace``."""
-        parts = []
-        for pod_dir in sorted(self.pod_dir.glob(f"{namespace}_*")):
-            pod = pod_dir.name.split("_")[1]
-            for container_dir in sorted(p for p in pod_dir.iterdir() if p.is_dir()):
-                logs = sorted(container_dir.glob("*.log"), key=lambda p: int(p.stem))
-                if logs:
-                    parts.append(
-                        f"===== pod {pod} container {container_dir.name} =====\n"
-                        f"{tail(logs[-1], lines)}"
-                    )
-        return "\n".join(parts)
+        return pod_log_tails(self.pod_dir, namespace, lines)
 
     def stop(self) -> None:
         """The agent first (it stops the pods), then the control plane; then check that no

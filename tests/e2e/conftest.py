@@ -20,6 +20,7 @@ from kubernetes import client
 from psjob_localcluster import LocalCluster, local_cluster
 
 from tests.support.namespaces import create_namespace, delete_namespace
+from tests.support.reports import failure_sections
 
 E2E = Path(__file__).resolve().parent
 _CLUSTER = pytest.StashKey[LocalCluster]()
@@ -70,9 +71,5 @@ def pytest_runtest_makereport(
     report = yield
     running = item.config.stash.get(_CLUSTER, None)
     if report.failed and running is not None and "cluster" in getattr(item, "fixturenames", ()):
-        report.sections.append(("cluster component logs (tail)", running.log_tails()))
-        namespace = item.stash.get(_NAMESPACE, None)
-        if namespace is not None:
-            pods = running.pod_log_tails(namespace)
-            report.sections.append((f"pod logs in {namespace} (tail)", pods or "(none)"))
+        report.sections += failure_sections(running, item.stash.get(_NAMESPACE, None))
     return report

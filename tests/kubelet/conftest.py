@@ -23,6 +23,7 @@ from psjob_localcluster.kubelet_cluster import KubeletCluster, kubelet_cluster
 from psjob_localcluster.node.prerequisites import missing_prerequisites
 
 from tests.support.namespaces import create_namespace, delete_namespace
+from tests.support.reports import failure_sections
 
 KUBELET = Path(__file__).resolve().parent
 _CLUSTER = pytest.StashKey[KubeletCluster]()
@@ -75,9 +76,5 @@ def pytest_runtest_makereport(
     report = yield
     running = item.config.stash.get(_CLUSTER, None)
     if report.failed and running is not None and item.path.is_relative_to(KUBELET):
-        report.sections.append(("kubelet cluster component logs (tail)", running.log_tails()))
-        namespace = item.stash.get(_NAMESPACE, None)
-        if namespace is not None:
-            pods = running.pod_log_tails(namespace)
-            report.sections.append((f"container logs in {namespace} (tail)", pods or "(none)"))
+        report.sections += failure_sections(running, item.stash.get(_NAMESPACE, None))
     return report

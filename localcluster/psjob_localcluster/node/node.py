@@ -28,6 +28,7 @@ from psjob_localcluster.node.kubelet import (
 from psjob_localcluster.node.leftovers import MachineState, differences, machine_state
 from psjob_localcluster.node.network import NodeNetwork, connect, pod_network_config
 from psjob_localcluster.node.sandbox import NodeSandbox, start_sandbox
+from psjob_localcluster.podlogs import pod_log_tails
 from psjob_localcluster.procs import ManagedProcess
 from psjob_localcluster.tools import Tools, cache_root
 
@@ -79,19 +80,8 @@ class KubeletNode:
                 )
 
     def pod_log_tails(self, namespace: str, lines: int = 20) -> str:
-        """The tail of the latest log of every container of every pod run in ``namespace``
-        (the kubelet keeps them as <namespace>_<pod>_<uid>/<container>/<restart>.log)."""
-        parts = []
-        for pod_dir in sorted(self.pod_logs_dir.glob(f"{namespace}_*")):
-            pod = pod_dir.name.split("_")[1]
-            for container_dir in sorted(p for p in pod_dir.iterdir() if p.is_dir()):
-                logs = sorted(container_dir.glob("*.log"), key=lambda p: int(p.stem))
-                if logs:
-                    parts.append(
-                        f"===== pod {pod} container {container_dir.name} =====\n"
-                        f"{tail(logs[-1], lines)}"
-                    )
-        return "\n".join(parts)
+        """The tail of the latest log of every container run in ``namespace``."""
+        return pod_log_tails(self.pod_logs_dir, namespace, lines)
 
     def _wait_machine_restored(self, timeout: float) -> list[str]:
         """The kernel frees a dead network namespace (and the machine's end of the veth pair)
