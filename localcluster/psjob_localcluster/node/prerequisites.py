@@ -7,10 +7,10 @@ containerd.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
+from psjob_localcluster.images import missing_prerequisites as image_prerequisites
 from psjob_localcluster.node.cgroups import v1_hierarchies
 from psjob_localcluster.node.containerd import CNI_BIN_DIR
 
@@ -23,25 +23,20 @@ COMMANDS = {
     "containerd": "containerd",
     "ctr": "containerd",
     "runc": "runc",
-    "buildah": "buildah",
-    "debootstrap": "debootstrap",
 }
-"""Commands the node and the image builds run, and the Debian package of each."""
+"""Commands the node runs, and the Debian package of each."""
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
 def missing_prerequisites() -> list[str]:
-    """One short phrase per missing piece; empty when the kubelet node can run here."""
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root (the node makes namespaces, mounts and cgroups)")
+    """One short phrase per missing piece; empty when the kubelet node (and its images, which
+    it builds when the cache lacks them) can run here."""
+    missing = image_prerequisites()
     packages = sorted({pkg for cmd, pkg in COMMANDS.items() if shutil.which(cmd) is None})
     if packages:
         missing.append(f"Debian packages {', '.join(packages)} (`make node-deps`)")
     if any(not (Path(CNI_BIN_DIR) / plugin).exists() for plugin in CNI_PLUGINS):
         missing.append("CNI plugins in /usr/lib/cni (`make node-deps`)")
-    if "overlay" not in Path("/proc/filesystems").read_text():
-        missing.append("overlayfs in the kernel")
     if not v1_hierarchies():
         missing.append("cgroup v1 hierarchies (the pinned kubelet runs on cgroup v1 here)")
     return missing
