@@ -14,4 +14,3 @@ def test_missing_packages_are_named_with_the_make_target(
     for package in ("containerd", "runc", "iptables", "conntrack", "iproute2"):
         assert package in missing
     assert "make node-deps" in missing
-
