@@ -239,7 +239,7 @@ def ensure_tools() -> Tools:
         if not tools.missing():  # another process finished the build while we waited
             log(f"up to date: {tools.bin_dir}")
             return tools
-        log(f"building {tools_key()} into {target} (10-20 minutes on 2 cores, once per machine)")
+        log(f"building {tools_key()} into {target} (about 7 minutes on 2 cores, once per machine)")
         release = read_release()
         check_wrapper(release)
         staging = target.with_name(f"{target.name}.partial-{os.getpid()}")

@@ -90,7 +90,7 @@ def require_tools() -> Tools:
     if missing:
         raise ToolsMissingError(
             f"control-plane binaries missing in {tools.bin_dir}: {', '.join(missing)}. "
-            "Build them with `make cluster-tools` (10-20 minutes once per machine; "
+            "Build them with `make cluster-tools` (about 7 minutes once per machine; "
             "PSJOB_CACHE_DIR or XDG_CACHE_HOME choose the cache folder)."
         )
     return tools
