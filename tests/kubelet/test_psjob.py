@@ -207,10 +207,17 @@ def test_checkpoint_resume_on_a_persistent_volume_as_the_non_root_user(
         owners = {path.stat().st_uid for path in checkpoints.rglob("*")}
         assert owners == {RUNTIME_USER}, f"checkpoint files owned by {owners}"
         core.delete_namespaced_pod("checkpoint-resume-server-0", jobs.namespace)
+
+        def restored() -> bool:  # read while the job runs: success deletes the server pods
+            try:
+                log = jobs.logs("checkpoint-resume-server-0")
+            except RuntimeError:  # between attempts, or not started yet
+                return False
+            return "server 0: restored checkpoint step" in log
+
+        wait_for(restored, "the restarted server 0 to restore the checkpoint", 300)
         jobs.kubectl_wait("checkpoint-resume", "Succeeded", timeout=480)
         assert jobs.status("checkpoint-resume")["restartCount"] >= 1
-        restored = jobs.logs("checkpoint-resume-server-0")
-        assert "server 0: restored checkpoint step" in restored, restored[-2000:]
     finally:
         core.delete_persistent_volume(volume_name)
 
