@@ -19,7 +19,7 @@ from pathlib import Path
 
 from psjob_localcluster.images.aptsources import debian_mirror
 from psjob_localcluster.images.buildah import Buildah, buildah_version
-from psjob_localcluster.images.keys import JsonValue
+from psjob_localcluster.images.keys import JsonValue, tool_version
 from psjob_localcluster.images.mounts import unmount_under
 
 REFERENCE = "localhost/psjob/python:3.11-bookworm"
@@ -68,12 +68,8 @@ class DebootstrapError(RuntimeError):
 
 
 def debootstrap_version() -> str:
-    exe = shutil.which("debootstrap")
-    if exe is None:
-        raise DebootstrapError("debootstrap not found: run `make node-deps`")
-    return subprocess.run(
-        [exe, "--version"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    missing = DebootstrapError("debootstrap not found: run `make node-deps`")
+    return tool_version("debootstrap", missing)
 
 
 @dataclass(frozen=True)

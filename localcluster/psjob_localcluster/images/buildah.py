@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from psjob_localcluster.images.keys import tool_version
+
 STORAGE_DRIVER = "overlay"
 """Checked here: overlay works as root on these machines (vfs copies every layer in full)."""
 
@@ -86,9 +88,4 @@ class Buildah:
 
 def buildah_version() -> str:
     """The builder's version, part of every key: another buildah may build another image."""
-    exe = shutil.which("buildah")
-    if exe is None:
-        raise BuildahError("buildah not found: run `make node-deps`")
-    return subprocess.run(
-        [exe, "--version"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return tool_version("buildah", BuildahError("buildah not found: run `make node-deps`"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeAlias
@@ -32,3 +34,13 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def tool_version(command: str, missing: Exception) -> str:
+    """What ``command --version`` prints, a key input (another tool may build another image);
+    raises ``missing`` when the command is not installed."""
+    exe = shutil.which(command)
+    if exe is None:
+        raise missing
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
