@@ -31,6 +31,8 @@ from psjob_runtime.progress import PROGRESS_PREFIX
 from psjob_runtime.training import TrainingSettings
 
 STOP_GRACE_SECONDS = 5.0
+CAUSE_GRACE_SECONDS = 2.0
+"""How long a lost-peer exit waits for the peer's own exit, which names the real cause."""
 _EXIT_MEANINGS = {
     int(ExitCode.USER_ERROR): "an exception in user code",
     int(ExitCode.RETRYABLE): "retryable: a peer was lost or timed out",
@@ -181,12 +183,34 @@ class Job:
                 return
             self.console.line(name, text)
 
-    def first_failure(self) -> tuple[str, int] | None:
-        for name, proc in self.procs.items():
-            code = proc.poll()
-            if code is not None and code != 0:
-                return name, code
-        return None
+    def failures(self) -> dict[str, int]:
+        return {
+            name: code
+            for name, proc in self.procs.items()
+            if (code := proc.poll()) is not None and code != 0
+        }
+
+    def telling_failure(self) -> tuple[str, int] | None:
+        """The failure that names the cause, or None while every process runs or succeeded.
+
+        A process that lost a peer exits 75 because another one failed first, often before that
+        one's own exit is seen. So a lone 75 waits CAUSE_GRACE_SECONDS for a permanent failure
+        (a config error, an exception in user code) to appear, and that failure wins: it is what
+        the user must fix and what the job's exit code must say.
+        """
+        failures = self.failures()
+        if not failures:
+            return None
+        deadline = time.monotonic() + CAUSE_GRACE_SECONDS
+        while all(code == ExitCode.RETRYABLE for code in failures.values()):
+            if time.monotonic() >= deadline or all(
+                p.poll() is not None for p in self.procs.values()
+            ):
+                break
+            time.sleep(0.05)
+            failures = self.failures()
+        permanent = {n: c for n, c in failures.items() if c != ExitCode.RETRYABLE}
+        return next(iter((permanent or failures).items()))
 
     def all_succeeded(self) -> bool:
         return all(proc.poll() == 0 for proc in self.procs.values())
@@ -213,7 +237,7 @@ class Job:
         self.start()
         while True:
             self.drain()
-            failure = self.first_failure()
+            failure = self.telling_failure()
             if failure is not None:
                 name, code = failure
                 proc = self.procs[name]

@@ -2,7 +2,7 @@
 
 import pytest
 from psjob_operator.models import Role
-from psjob_operator.plan.judging import Failure, judge, succeeded
+from psjob_operator.plan.judging import Failure, first_failure, judge, succeeded
 from psjob_operator.plan.snapshot import take_snapshot
 
 from tests.support.pod_views import pod_view
@@ -69,3 +69,18 @@ def test_all_workers_succeed_without_a_tolerated_loss_and_worker0_alone_decides(
     worker0 = async_job(successPolicy="Worker0")
     alone = take_snapshot(worker0, [pod_view(worker0, Role.WORKER, 0, "Succeeded")])
     assert succeeded(alone, frozenset())
+
+
+def test_a_permanent_failure_seen_with_a_lost_peer_is_the_cause() -> None:
+    # A worker's config error makes server 0 lose its peer and exit 75; the config error fails
+    # the job at once instead of restarting it until backoffLimit.
+    job = make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"})
+    pods = [
+        pod_view(job, Role.SERVER, 0, "Failed", exit_code=75),
+        pod_view(job, Role.WORKER, 0, "Running"),
+        pod_view(job, Role.WORKER, 1, "Failed", exit_code=78),
+    ]
+    failure = first_failure(take_snapshot(job, pods))
+    assert failure is not None and failure.pod == "j-worker-1"
+    lone = first_failure(take_snapshot(job, pods[:2]))
+    assert lone is not None and lone.pod == "j-server-0"

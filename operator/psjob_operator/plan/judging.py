@@ -78,12 +78,22 @@ def failure_of(job_name: str, replica: Replica) -> Failure:
 
 
 def first_failure(snapshot: Snapshot) -> Failure | None:
-    """The first lost replica, by role and index, that the job does not go on without."""
+    """The lost replica, not tolerated, that tells why the job stopped.
+
+    A replica that lost a peer exits retryable because another one failed; when both are seen
+    together the permanent failure is the cause and is judged, or a config error would restart
+    the job until backoffLimit instead of failing it at once. Among equals, the first by role
+    and index.
+    """
     tolerated = snapshot.tolerated_keys
-    for replica in snapshot.replicas:
-        if replica.lost and replica.key not in tolerated:
-            return failure_of(snapshot.job.metadata.name, replica)
-    return None
+    lost = [
+        failure_of(snapshot.job.metadata.name, replica)
+        for replica in snapshot.replicas
+        if replica.lost and replica.key not in tolerated
+    ]
+    spec = snapshot.job.spec
+    permanent = [failure for failure in lost if not _retryable(failure, spec)]
+    return (permanent or lost or [None])[0]
 
 
 def newly_tolerated(snapshot: Snapshot) -> list[str]:
@@ -111,9 +121,7 @@ class Judgement:
 def judge(failure: Failure, spec: PSJobSpec, restart_count: int) -> Judgement:
     """A deleted pod is always retryable; an exit code is judged by its role's restartPolicy."""
     replica_spec = spec.replica_spec(failure.role)
-    retryable = failure.deleted or (
-        failure.exit_code is not None and replica_spec.is_retryable(failure.exit_code)
-    )
+    retryable = _retryable(failure, spec)
     cause = failure.describe() + _not_tolerated_because(failure, spec)
     limit = spec.run_policy.backoff_limit
     if not retryable:
@@ -130,6 +138,14 @@ def judge(failure: Failure, spec: PSJobSpec, restart_count: int) -> Judgement:
             ),
         )
     return Judgement(cause, None)
+
+
+def _retryable(failure: Failure, spec: PSJobSpec) -> bool:
+    """A deleted pod is always retryable; an exit code is judged by its role's restartPolicy."""
+    if failure.deleted:
+        return True
+    policy = spec.replica_spec(failure.role)
+    return failure.exit_code is not None and policy.is_retryable(failure.exit_code)
 
 
 def _not_tolerated_because(failure: Failure, spec: PSJobSpec) -> str:
