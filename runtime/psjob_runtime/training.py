@@ -51,6 +51,7 @@ class TrainingSettings(_Camel):
     optimizer: OptimizerSettings = Field(default_factory=OptimizerSettings)
     checkpoint: CheckpointSettings | None = None
     timeout_seconds: int = Field(300, ge=1)
+    refuse_non_finite: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -98,6 +98,12 @@ class Training(ApiModel):
         description="How long a process waits for a peer before it gives up and exits with the "
         "retryable code 75.",
     )
+    refuse_non_finite: bool = Field(
+        True,
+        description="Servers refuse a gradient or initial value holding NaN or Inf (counted in "
+        "their logs and statistics) instead of applying it, and never checkpoint such state. "
+        "Set false only to study divergence.",
+    )
     config: FreeForm = Field(
         default_factory=dict, description="Free-form settings handed to the user's training code."
     )
