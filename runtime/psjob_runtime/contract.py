@@ -11,7 +11,7 @@ import the operator); tests/unit/test_env_contract.py checks that the two copies
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pydantic import ValidationError
@@ -32,6 +32,10 @@ ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_RANK = "RANK"
 ENV_TRAINING = "PSJOB_TRAINING"
 ENV_RESTART_COUNT = "PSJOB_RESTART_COUNT"
+ENV_SECRET = "PSJOB_SECRET"
+
+MIN_SECRET_LENGTH = 32
+"""Characters of PSJOB_SECRET at least; the operator and the launcher generate 64 hex digits."""
 
 
 class Role(StrEnum):
@@ -64,6 +68,8 @@ class JobContext:
     rank: int
     training: TrainingSettings
     restart_count: int
+    secret: bytes = field(repr=False)
+    """The job's shared secret (auth.py): every peer proves it holds it before it is served."""
 
     def worker_rank(self, index: int) -> int:
         return self.num_servers + index
@@ -118,6 +124,17 @@ def _training(env: Mapping[str, str]) -> TrainingSettings:
         ) from None
 
 
+def _secret(env: Mapping[str, str]) -> bytes:
+    expected = (
+        f"the job's shared secret, at least {MIN_SECRET_LENGTH} characters (the operator sets it "
+        "from the job's Secret <job>-psjob-auth; the local launcher generates one)"
+    )
+    value = _require(env, ENV_SECRET, expected)
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ContractError(f"{ENV_SECRET} has {len(value)} characters: expected {expected}")
+    return value.encode()
+
+
 def read_context(env: Mapping[str, str] | None = None) -> JobContext:
     """Parse and cross-check the contract; raise ContractError naming the first bad variable."""
     env = os.environ if env is None else env
@@ -170,4 +187,5 @@ def read_context(env: Mapping[str, str] | None = None) -> JobContext:
         rank=rank,
         training=_training(env),
         restart_count=_int(env, ENV_RESTART_COUNT, "the job's restart count (>= 0)", 0),
+        secret=_secret(env),
     )

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -92,6 +93,8 @@ def plan_job(
             c.ENV_WORLD_SIZE: str(servers + workers),
             c.ENV_TRAINING: training.to_json(),
             c.ENV_RESTART_COUNT: shared.get(c.ENV_RESTART_COUNT, "0"),
+            # A new secret per job, as the operator makes one per PSJob (auth.py).
+            c.ENV_SECRET: secrets.token_hex(32),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from psjob_runtime import checkpoint
+from psjob_runtime.auth import join_job
 from psjob_runtime.consistency import Gate, SparseGrads, make_gate
 from psjob_runtime.contract import JobContext
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
@@ -35,7 +36,7 @@ from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.sparse_optimizer import build_sparse_optimizer
 from psjob_runtime.table_shard import TableMismatchError, TableShard, TableSpec
 from psjob_runtime.training import Mode
-from psjob_runtime.transport import Transport, join_group
+from psjob_runtime.transport import Transport
 from psjob_runtime.wire import (
     TAG_HEADER,
     TAG_PAYLOAD,
@@ -464,7 +465,7 @@ def serve(ctx: JobContext) -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     server.restore()
-    join_group(ctx)
+    join_job(ctx)
     gate = server.run()
     elapsed = time.monotonic() - started
     bound = f" (bound {ctx.training.staleness})" if ctx.training.staleness is not None else ""

@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
+from psjob_runtime.auth import join_job
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
 from psjob_runtime.embedding import ShardedEmbedding, TableClient
 from psjob_runtime.errors import ContractError, install_exit_hook
@@ -34,7 +35,7 @@ from psjob_runtime.progress import ProgressReporter
 from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.training import Mode
-from psjob_runtime.transport import Transfer, Transport, join_group, wait_all
+from psjob_runtime.transport import Transfer, Transport, wait_all
 from psjob_runtime.wire import (
     TAG_HEADER,
     TAG_PAYLOAD,
@@ -335,5 +336,5 @@ def init(env: dict[str, str] | None = None) -> WorkerSession:
             "PSJOB_ROLE=server but psjob_runtime.init() is the worker API: servers run "
             "`python -m psjob_runtime server`"
         )
-    join_group(ctx)
+    join_job(ctx)
     return WorkerSession(ctx)

@@ -35,6 +35,7 @@ def valid_env() -> dict[str, str]:
             }
         ),
         "PSJOB_RESTART_COUNT": "2",
+        "PSJOB_SECRET": "0123456789abcdef" * 4,
     }
 
 
@@ -47,6 +48,8 @@ def test_reads_a_valid_environment() -> None:
     assert ctx.training.optimizer.weight_decay == 0.0001
     assert ctx.training.config == {"epochs": 3}
     assert ctx.restart_count == 2
+    assert ctx.secret == b"0123456789abcdef" * 4
+    assert "0123456789abcdef" not in repr(ctx)  # never in a log line that prints the context
     assert ctx.describe_rank(0) == "server 0 (rank 0)"
     assert ctx.describe_rank(4) == "worker 2 (rank 4)"
 
@@ -73,6 +76,7 @@ def test_a_missing_variable_is_named(name: str) -> None:
         ("PSJOB_TRAINING", '{"mode": "ssp"}', "mode ssp needs staleness"),
         ("PSJOB_TRAINING", '{"optimizer": {"lr": -1}}', "optimizer.lr"),
         ("PSJOB_TRAINING", '{"mode": "sync", "stalenes": 1}', "stalenes"),
+        ("PSJOB_SECRET", "short", "at least 32 characters"),
     ],
 )
 def test_a_malformed_variable_is_named(name: str, value: str, message: str) -> None:
