@@ -70,6 +70,23 @@ def test_after_success_the_pods_the_operator_ends_are_stopped_and_a_lost_worker_
     assert conditions(status)["Ready"] == ("True", "Succeeded")
 
 
+def test_only_replicas_not_running_get_entries_lost_ones_first_and_at_most_50() -> None:
+    """A large job's status lists what a user looks for first, not every pod."""
+    job = make_job(workers={"replicas": 100})
+    pods = [pod_view(job, Role.SERVER, 0)]
+    pods += [pod_view(job, Role.WORKER, i, "Pending") for i in range(80)]
+    pods += [pod_view(job, Role.WORKER, i) for i in range(80, 90)]
+    pods.append(pod_view(job, Role.WORKER, 90, "Failed", exit_code=137))
+    status = projected(job, pods, Phase.CREATED)
+    entries = [(r.role.value, r.index, r.phase.value, r.exit_code) for r in status.replicas]
+    assert len(entries) == 50
+    assert entries[-1] == ("worker", 90, "Failed", 137)
+    assert entries[:-1] == [("worker", i, "Pending", None) for i in range(49)]
+    dumped = status.model_dump(mode="json", by_alias=True)
+    assert (dumped["servers"]["phases"], dumped["workers"]["phases"]) == ("R", "80P10RF")
+    assert (status.workers.active, status.workers.ready, status.workers.failed) == (90, 10, 1)
+
+
 def test_ready_counts_a_tolerated_loss_and_says_so() -> None:
     job = async_job()
     pods = [pod_view(job, Role.SERVER, 0), pod_view(job, Role.WORKER, 0)]

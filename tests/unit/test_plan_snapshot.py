@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from psjob_operator.models import ReplicaPhase, Role
+from psjob_operator.models import PSJob, ReplicaPhase, Role
 from psjob_operator.plan.snapshot import Snapshot, take_snapshot
 
 from tests.support.pod_views import all_pod_views, pod_view
@@ -29,6 +29,38 @@ def test_a_replica_whose_pod_is_gone_keeps_a_finished_phase_and_is_otherwise_del
     }
     worker1 = snapshot.replicas[2]
     assert worker1.lost and worker1.reported is ReplicaPhase.RUNNING and not worker1.was_lost
+
+
+def with_runs(job: PSJob, attempt: int = 0, **runs: str) -> PSJob:
+    """The job with the phase runs of a status written for `attempt`, and no entries."""
+    status = job.status.model_validate(
+        {"attempt": attempt, **{role: {"phases": text} for role, text in runs.items()}}
+    )
+    return job.model_copy(update={"status": status})
+
+
+def test_the_phase_runs_alone_remember_replicas_whose_pods_are_gone() -> None:
+    """A running worker that vanished is lost; one that succeeded and was cleaned up stays
+    succeeded; one never seen is not remembered at all (it is still to be created)."""
+    job = with_runs(make_job(workers={"replicas": 3}), servers="R", workers="SR")
+    snapshot = take_snapshot(job, [pod_view(job, Role.SERVER, 0)])
+    assert phases(snapshot) == {
+        ("server", 0): "Running",
+        ("worker", 0): "Succeeded",
+        ("worker", 1): "Deleted",
+    }
+    worker1 = snapshot.replicas[2]
+    assert worker1.lost and worker1.reported is ReplicaPhase.RUNNING and not worker1.was_lost
+
+
+def test_the_phase_runs_of_an_earlier_attempt_are_not_this_attempts_memory() -> None:
+    job = with_runs(make_job(), attempt=1, servers="R", workers="2S")
+    assert phases(take_snapshot(job, [], attempt=1)) == {
+        ("server", 0): "Deleted",
+        ("worker", 0): "Succeeded",
+        ("worker", 1): "Succeeded",
+    }
+    assert take_snapshot(job, [], attempt=2).replicas == ()
 
 
 def test_a_pod_being_deleted_before_it_finished_is_terminating_and_lost() -> None:

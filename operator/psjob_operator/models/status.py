@@ -1,10 +1,19 @@
-"""PSJob status: what `kubectl get/describe/wait`, Flux (kstatus) and Argo CD read."""
+"""PSJob status: what `kubectl get/describe/wait`, Flux (kstatus) and Argo CD read.
 
+It stays small whatever the job's size: etcd refuses a write over 1.5 MiB, and the status is
+written before any pod is created, so a status that grew with pods would stall the largest
+jobs. Each role keeps one character per replica at most (its phase runs); per-replica entries
+are only written for the few replicas worth a look.
+"""
+
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from itertools import groupby
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from psjob_operator.models.base import ApiModel
 from psjob_operator.models.role import Role
@@ -65,6 +74,73 @@ class Condition(ApiModel):
     )
 
 
+PHASE_LETTERS: dict[ReplicaPhase, str] = {
+    ReplicaPhase.PENDING: "P",
+    ReplicaPhase.RUNNING: "R",
+    ReplicaPhase.SUCCEEDED: "S",
+    ReplicaPhase.FAILED: "F",
+    ReplicaPhase.UNKNOWN: "U",
+    ReplicaPhase.TERMINATING: "T",
+    ReplicaPhase.STOPPED: "X",
+    ReplicaPhase.DELETED: "D",
+}
+NOT_SEEN = "-"
+"""The letter of a replica that has had no pod yet in this attempt."""
+_PHASES_BY_LETTER = {letter: phase for phase, letter in PHASE_LETTERS.items()}
+_RUN = re.compile(r"([0-9]*)([A-Z-])")
+RUNS_PATTERN = r"^([0-9]*[A-Z-])*$"
+"""Any capital letter: a phase letter added later must not be refused by an older install."""
+RUNS_MAX_REPLICAS = 100_000
+"""Ten times the schema's maximum of replicas per role: a corrupt status cannot make the
+operator allocate without bound."""
+
+
+def _letter(phase: ReplicaPhase | None) -> str:
+    return NOT_SEEN if phase is None else PHASE_LETTERS[phase]
+
+
+def encode_runs(phases: Sequence[ReplicaPhase | None]) -> str:
+    """'3RP' for Running, Running, Running, Pending: a count only before a run longer than one,
+    so the text is never longer than one character per replica."""
+    runs = []
+    for letter, run in groupby(map(_letter, phases)):
+        count = sum(1 for _ in run)
+        runs.append(f"{count if count > 1 else ''}{letter}")
+    return "".join(runs)
+
+
+def decode_runs(value: Any) -> Any:
+    """The phases of '3RP'; a letter this operator does not know reads as Unknown."""
+    if not isinstance(value, str):
+        return value
+    phases: list[ReplicaPhase | None] = []
+    position = 0
+    for run in _RUN.finditer(value):
+        if run.start() != position:
+            break
+        count, letter = run.groups()
+        if len(phases) + int(count or 1) > RUNS_MAX_REPLICAS:
+            raise ValueError(f"phase runs count more than {RUNS_MAX_REPLICAS} replicas")
+        phase = None if letter == NOT_SEEN else _PHASES_BY_LETTER.get(letter, ReplicaPhase.UNKNOWN)
+        phases.extend([phase] * int(count or 1))
+        position = run.end()
+    if position != len(value):
+        raise ValueError(
+            f"phase runs {value[:40]!r} are not counts and phase letters ('3RP'): "
+            f"unexpected {value[position : position + 1]!r} at character {position}"
+        )
+    return tuple(phases)
+
+
+PhaseRuns = Annotated[
+    tuple[ReplicaPhase | None, ...],
+    BeforeValidator(decode_runs),
+    PlainSerializer(encode_runs, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": RUNS_PATTERN}),
+]
+"""Each replica's phase by index (None: not seen yet), stored as run-length text."""
+
+
 class RoleStatus(ApiModel):
     active: int = Field(0, description="Pods running or about to run.")
     ready: int = Field(0, description="Pods whose main container is running and ready.")
@@ -75,6 +151,13 @@ class RoleStatus(ApiModel):
         "(runPolicy.maxFailedWorkers), whether they failed or vanished.",
     )
     summary: str = Field("", description="ready/total, for `kubectl get`.")
+    phases: PhaseRuns = Field(
+        default_factory=tuple,
+        description="Each replica's phase in the current attempt, by index, run-length "
+        "encoded: '3RP' is replicas 0-2 Running and 3 Pending. Letters: "
+        + ", ".join(f"{letter} {phase.value}" for phase, letter in PHASE_LETTERS.items())
+        + f", {NOT_SEEN} no pod yet. At most one character per replica.",
+    )
 
 
 class ReplicaStatus(ApiModel):
@@ -90,6 +173,10 @@ class ReplicaStatus(ApiModel):
     node: str | None = Field(None, description="Node the pod runs on.")
 
 
+REPLICA_ENTRIES_MAX = 50
+"""Entries in `status.replicas` at most: the status must not grow with the job."""
+
+
 class JobStatus(ApiModel):
     phase: Phase | None = Field(None, description="Where the job is in its life.")
     conditions: list[Condition] = Field(
@@ -102,7 +189,13 @@ class JobStatus(ApiModel):
     )
     servers: RoleStatus = Field(default_factory=RoleStatus, description="Server pod counts.")
     workers: RoleStatus = Field(default_factory=RoleStatus, description="Worker pod counts.")
-    replicas: list[ReplicaStatus] = Field(default_factory=list, description="One entry per pod.")
+    replicas: list[ReplicaStatus] = Field(
+        default_factory=list,
+        description="The replicas whose pod is not simply running, by role and index: at most "
+        f"{REPLICA_ENTRIES_MAX}, chosen lost ones first (Failed, Deleted, Terminating, Unknown, "
+        "tolerated ones among them), then Pending, then Stopped and Succeeded. Running ones are "
+        "counted in servers and workers, and every replica's phase is in their phases.",
+    )
     start_time: datetime | None = Field(None, description="When the pods were first created.")
     completion_time: datetime | None = Field(None, description="When the job finished.")
     restart_count: int = Field(
@@ -119,3 +212,6 @@ class JobStatus(ApiModel):
     worker_selector: str | None = Field(
         None, description="Label selector of the worker pods (for the scale subresource)."
     )
+
+    def role_status(self, role: Role) -> RoleStatus:
+        return self.servers if role is Role.SERVER else self.workers

@@ -3,6 +3,10 @@
 The only place that writes status fields. Conditions follow from the phase as one table, the
 way Kubeflow's status helpers keep Running false beside Failed or Succeeded; Ready is always
 present, True or False, so that Flux (kstatus) and Argo CD can judge the job.
+
+Every replica's phase is counted and kept in its role's phase runs; only a bounded few get an
+entry of their own (`REPLICA_ENTRIES_MAX`), the ones a user looks for first, so that the status
+of the largest job stays far below etcd's request limit.
 """
 
 from datetime import datetime
@@ -19,12 +23,13 @@ from psjob_operator.models import (
     Role,
     RoleStatus,
 )
+from psjob_operator.models.status import REPLICA_ENTRIES_MAX
 from psjob_operator.names import role_labels, selector
 from psjob_operator.observe import PodView
 from psjob_operator.plan.judging import workers
 from psjob_operator.plan.outcome import Outcome
 from psjob_operator.plan.pods import POD_GROUP_MISSING
-from psjob_operator.plan.snapshot import LOST, ReplicaKey
+from psjob_operator.plan.snapshot import LOST, Replica, ReplicaKey
 
 C = ConditionType
 PHASE_CONDITIONS: dict[Phase, tuple[tuple[ConditionType, bool], ...]] = {
@@ -36,6 +41,21 @@ PHASE_CONDITIONS: dict[Phase, tuple[tuple[ConditionType, bool], ...]] = {
     Phase.SUSPENDED: ((C.SUSPENDED, True), (C.RUNNING, False)),
 }
 """The conditions a judged phase sets, each with the verdict's reason and message."""
+
+ENTRY_RANKS: dict[ReplicaPhase, int] = {
+    ReplicaPhase.FAILED: 0,
+    ReplicaPhase.DELETED: 0,
+    ReplicaPhase.TERMINATING: 0,
+    ReplicaPhase.UNKNOWN: 0,
+    ReplicaPhase.PENDING: 1,
+    ReplicaPhase.STOPPED: 2,
+    ReplicaPhase.SUCCEEDED: 2,
+}
+"""Which replicas get an entry first: what went wrong, then what waits, then what is done.
+Running replicas get none: they are the bulk of a healthy job and tell nothing the counts do not."""
+
+Projected = list[tuple[Replica, ReplicaPhase]]
+"""Each replica of the attempt with the phase the status gives it."""
 
 
 class _Conditions:
@@ -52,15 +72,15 @@ class _Conditions:
 def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
     """The job's new status: every field written here, from the outcome and its snapshot."""
     snapshot = outcome.snapshot
-    replicas = replica_entries(job, outcome)
+    replicas = projected_phases(job, outcome)
     tolerated = outcome.tolerated
     if outcome.phase == Phase.SUCCEEDED:
         # Every worker the job finished without is a tolerated loss, whatever the limit.
         tolerated = frozenset(
-            (r.role, r.index) for r in replicas if r.role is Role.WORKER and r.phase in LOST
+            r.key for r, phase in replicas if r.role is Role.WORKER and phase in LOST
         )
     current = [p for p in snapshot.current() if not p.deleting]
-    counts = {role: _counts(job, role, replicas, current, tolerated) for role in Role}
+    counts = {role: _role_status(job, role, replicas, current, tolerated) for role in Role}
     conditions = _conditions(job, outcome, now)
     ready = _ready(job, outcome.phase, counts, len(tolerated))
     conditions.set(ConditionType.READY, *ready)
@@ -70,7 +90,7 @@ def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
         observed_generation=job.metadata.generation or 0,
         servers=counts[Role.SERVER],
         workers=counts[Role.WORKER],
-        replicas=replicas,
+        replicas=replica_entries(replicas, outcome.attempt),
         start_time=outcome.start_time,
         completion_time=outcome.completion_time,
         restart_count=outcome.restart_count,
@@ -80,15 +100,15 @@ def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
     )
 
 
-def replica_entries(job: PSJob, outcome: Outcome) -> list[ReplicaStatus]:
-    """One entry per replica of the attempt; after success, the pods the operator ends are
-    Stopped, never failed.
+def projected_phases(job: PSJob, outcome: Outcome) -> Projected:
+    """Every replica of the attempt with its phase; after success, the pods the operator ends
+    are Stopped, never failed.
 
     Servers are a service role; under Worker0 the other workers may still run. A worker lost
     before the success keeps its phase: it is a tolerated failure.
     """
     decided_now = job.status.phase != Phase.SUCCEEDED
-    entries = []
+    projected = []
     for replica in outcome.snapshot.replicas:
         phase = replica.phase
         if (
@@ -101,37 +121,49 @@ def replica_entries(job: PSJob, outcome: Outcome) -> list[ReplicaStatus]:
             )
         ):
             phase = ReplicaPhase.STOPPED
-        entries.append(
-            ReplicaStatus(
-                role=replica.role,
-                index=replica.index,
-                phase=phase,
-                restarts=outcome.attempt,
-                exit_code=replica.exit_code,
-                node=replica.node,
-            )
+        projected.append((replica, phase))
+    return projected
+
+
+def replica_entries(replicas: Projected, attempt: int) -> list[ReplicaStatus]:
+    """Entries for at most `REPLICA_ENTRIES_MAX` replicas that are not running, by
+    `ENTRY_RANKS`, listed by role and index."""
+    worth_a_look = [(r, phase) for r, phase in replicas if phase in ENTRY_RANKS]
+    worth_a_look.sort(key=lambda entry: (ENTRY_RANKS[entry[1]], entry[0].key))
+    chosen = sorted(worth_a_look[:REPLICA_ENTRIES_MAX], key=lambda entry: entry[0].key)
+    return [
+        ReplicaStatus(
+            role=replica.role,
+            index=replica.index,
+            phase=phase,
+            restarts=attempt,
+            exit_code=replica.exit_code,
+            node=replica.node,
         )
-    return entries
+        for replica, phase in chosen
+    ]
 
 
-def _counts(
+def _role_status(
     job: PSJob,
     role: Role,
-    replicas: list[ReplicaStatus],
+    replicas: Projected,
     current: list[PodView],
     tolerated: frozenset[ReplicaKey],
 ) -> RoleStatus:
-    mine = [r for r in replicas if r.role is role]
+    mine = [(r, phase) for r, phase in replicas if r.role is role]
     pods = [p for p in current if p.role is role]
     ready = sum(1 for p in pods if p.phase == ReplicaPhase.RUNNING and p.ready)
+    by_index: list[ReplicaPhase | None] = [None] * (max((r.index for r, _ in mine), default=-1) + 1)
+    for replica, phase in mine:
+        by_index[replica.index] = phase
     return RoleStatus(
         active=sum(1 for p in pods if p.phase in (ReplicaPhase.PENDING, ReplicaPhase.RUNNING)),
         ready=ready,
-        succeeded=sum(1 for r in mine if r.phase is ReplicaPhase.SUCCEEDED),
-        failed=sum(
-            1 for r in mine if r.phase is ReplicaPhase.FAILED or (r.role, r.index) in tolerated
-        ),
+        succeeded=sum(1 for _, phase in mine if phase is ReplicaPhase.SUCCEEDED),
+        failed=sum(1 for r, phase in mine if phase is ReplicaPhase.FAILED or r.key in tolerated),
         summary=f"{ready}/{job.spec.replica_spec(role).replicas}",
+        phases=tuple(by_index),
     )
 
 

@@ -2,13 +2,15 @@
 
 A replica is remembered after its pod is gone: a worker that succeeded and was then cleaned up
 must not be created again, and a running pod that vanished is a failure. Both need the memory
-that the previous status keeps, which is why the snapshot is taken from the job and the pods.
+that the previous status keeps, which is why the snapshot is taken from the job and the pods:
+each role's phase runs hold every replica's phase (one character each), and the few
+per-replica entries add what else a gone pod showed (exit code, node).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from psjob_operator.models import PSJob, ReplicaPhase, Role, SuccessPolicy
+from psjob_operator.models import JobStatus, PSJob, ReplicaPhase, Role, SuccessPolicy
 from psjob_operator.observe import PodView
 from psjob_operator.render import spec_hash
 
@@ -103,7 +105,8 @@ def _observed_phase(pod: PodView) -> ReplicaPhase:
 
 
 def _replicas(job: PSJob, pods: Sequence[PodView], attempt: int) -> tuple[Replica, ...]:
-    reported = {(r.role, r.index): r for r in job.status.replicas if r.restarts == attempt}
+    reported = _reported_phases(job.status, attempt)
+    entries = {(r.role, r.index): r for r in job.status.replicas if r.restarts == attempt}
     observed = {(p.role, p.index): p for p in pods if p.attempt == attempt}
     replicas = []
     for key in sorted(reported.keys() | observed.keys()):
@@ -113,11 +116,24 @@ def _replicas(job: PSJob, pods: Sequence[PodView], attempt: int) -> tuple[Replic
             phase, exit_code, node = _observed_phase(pod), pod.exit_code, pod.node
         else:
             assert before is not None
-            phase = before.phase if before.phase in FINISHED else ReplicaPhase.DELETED
-            exit_code, node = before.exit_code, before.node
-        reported_phase = None if before is None else before.phase
-        replicas.append(Replica(key[0], key[1], phase, exit_code, node, reported_phase))
+            phase = before if before in FINISHED else ReplicaPhase.DELETED
+            entry = entries.get(key)
+            exit_code, node = (None, None) if entry is None else (entry.exit_code, entry.node)
+        replicas.append(Replica(key[0], key[1], phase, exit_code, node, before))
     return tuple(replicas)
+
+
+def _reported_phases(status: JobStatus, attempt: int) -> dict[ReplicaKey, ReplicaPhase]:
+    """The phase the status gave each replica of `attempt`: its role's phase runs, and the
+    entries, which were the only memory of operators before the runs and say the same since."""
+    reported: dict[ReplicaKey, ReplicaPhase] = {}
+    if status.attempt == attempt:
+        for role in Role:
+            for index, phase in enumerate(status.role_status(role).phases):
+                if phase is not None:
+                    reported[role, index] = phase
+    reported.update({(r.role, r.index): r.phase for r in status.replicas if r.restarts == attempt})
+    return reported
 
 
 def _tolerated(job: PSJob, replicas: tuple[Replica, ...]) -> tuple[Replica, ...]:
