@@ -36,6 +36,9 @@ ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_RANK = "RANK"
 ENV_TRAINING = "PSJOB_TRAINING"
 ENV_RESTART_COUNT = "PSJOB_RESTART_COUNT"
+ENV_SECRET = "PSJOB_SECRET"
+SECRET_KEY = "secret"
+"""The key of the job's Secret that holds PSJOB_SECRET."""
 
 CONTRACT_ENV = (
     ENV_JOB_NAME,
@@ -51,6 +54,7 @@ CONTRACT_ENV = (
     ENV_RANK,
     ENV_TRAINING,
     ENV_RESTART_COUNT,
+    ENV_SECRET,
 )
 """Variables the operator owns in every pod; a user's `env` may not redefine them."""
 

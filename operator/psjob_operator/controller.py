@@ -10,6 +10,7 @@ completes, never actions that the status forgot.
 import asyncio
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from psjob_operator.render import (
     gang_scheduler,
     render_pod,
     render_pod_group,
+    render_secret,
     render_services,
     spec_hash,
 )
@@ -92,6 +94,8 @@ class Reconciler:
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.created_at: dict[tuple[str, str, int], float] = {}
         """When this process created (job uid, pod, attempt): the watch may lag behind."""
+        self.secured: set[str] = set()
+        """Uids of the jobs whose authentication Secret this process created or found there."""
         self.phases: dict[Key, str] = {}
         self.known_crds: set[str] = set()
         self.failures: dict[Key, int] = {}
@@ -289,7 +293,7 @@ class Reconciler:
                 log.warning("could not post event %s: %s", event.reason, exc.reason)
 
     async def _create_pods(self, key: Key, job: PSJob, decision: Decision) -> str | None:
-        """Services first, then the missing pods in parallel; the API's refusal if any.
+        """The Secret and services first, then the missing pods in parallel; the API's refusal.
 
         A pod this process created moments ago may not be in the watch yet: it is not created
         again (that would only cost an AlreadyExists), and the job is looked at once more when
@@ -318,6 +322,7 @@ class Reconciler:
         if not manifests:
             return None
         try:
+            await self._ensure_secret(job)
             for service in render_services(job):
                 await self._call(self.kube.create, service)
             group = render_pod_group(job)
@@ -335,6 +340,19 @@ class Reconciler:
             self.created_at[(uid, manifest["metadata"]["name"], attempt)] = stamp
         metrics.PODS_CREATED.inc(sum(results))
         return None
+
+    async def _ensure_secret(self, job: PSJob) -> None:
+        """Create the job's authentication Secret, once per job and operator process.
+
+        The token is drawn here, not in render: rendering stays pure. One that exists already
+        (made by an earlier attempt or operator process) is kept, so running pods and new ones
+        agree. The operator may create Secrets but never read them (docs/security.md): it cannot
+        tell its own from one a namespace member made under that name, who could read it anyway.
+        """
+        uid = job.metadata.uid or ""
+        if uid not in self.secured:
+            await self._call(self.kube.create, render_secret(job, secrets.token_hex(32)))
+            self.secured.add(uid)
 
     async def _delete_pods(self, namespace: str, names: list[str]) -> None:
         if not names:

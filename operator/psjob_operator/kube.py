@@ -38,14 +38,15 @@ class Kube:
         self.extensions = client.ApiextensionsV1Api(api)
 
     def create(self, manifest: Manifest) -> bool:
-        """Create a Pod or Service; False when it already exists (which is success too)."""
+        """Create a Pod, Service or Secret; False when it already exists (success too)."""
         namespace = manifest["metadata"]["namespace"]
-        # The typed client wants V1Pod/V1Service; it sends plain manifests just the same.
-        create: Callable[..., object] = (
-            self.core.create_namespaced_pod
-            if manifest["kind"] == "Pod"
-            else self.core.create_namespaced_service
-        )
+        # The typed client wants V1Pod and the like; it sends plain manifests just the same.
+        creators: dict[str, Callable[..., object]] = {
+            "Pod": self.core.create_namespaced_pod,
+            "Service": self.core.create_namespaced_service,
+            "Secret": self.core.create_namespaced_secret,
+        }
+        create = creators[manifest["kind"]]
         try:
             _done(create(namespace, manifest, _preload_content=False))
         except ApiException as exc:

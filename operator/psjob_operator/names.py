@@ -12,6 +12,11 @@ def service_name(job_name: str, role: Role) -> str:
     return f"{job_name}-{role.value}"
 
 
+def secret_name(job_name: str) -> str:
+    """The job's authentication Secret (PSJOB_SECRET); `-psjob-` keeps it apart from users'."""
+    return f"{job_name}-psjob-auth"
+
+
 def pod_name(job_name: str, role: Role, index: int) -> str:
     return f"{job_name}-{role.value}-{index}"
 

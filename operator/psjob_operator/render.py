@@ -17,6 +17,7 @@ from psjob_operator.names import (
     pod_labels,
     pod_name,
     role_labels,
+    secret_name,
     service_name,
 )
 
@@ -97,7 +98,25 @@ def contract_env(job: PSJob, role: Role, index: int, attempt: int) -> list[Manif
         contract.ENV_TRAINING: job.spec.training.model_dump_json(by_alias=True),
         contract.ENV_RESTART_COUNT: str(attempt),
     }
-    return [{"name": name, "value": value} for name, value in values.items()]
+    secret = {
+        "name": contract.ENV_SECRET,
+        "valueFrom": {
+            "secretKeyRef": {"name": secret_name(job.metadata.name), "key": contract.SECRET_KEY}
+        },
+    }
+    return [*({"name": name, "value": value} for name, value in values.items()), secret]
+
+
+def render_secret(job: PSJob, token: str) -> Manifest:
+    """The job's authentication Secret; the caller draws `token`, so rendering stays pure."""
+    labels = job_labels(job.metadata.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(job, secret_name(job.metadata.name), labels),
+        "type": "Opaque",
+        "stringData": {contract.SECRET_KEY: token},
+    }
 
 
 def render_service(job: PSJob, role: Role) -> Manifest:

@@ -37,6 +37,7 @@ REASONS: dict[Grant, str] = {
     (JOBS, "", "services", "watch"): "notice a headless service someone deleted",
     (JOBS, "", "services", "create"): "one headless service per role for stable DNS names",
     (JOBS, "", "services", "delete"): "remove a job's services",
+    (JOBS, "", "secrets", "create"): "each job's authentication Secret (never read back)",
     (JOBS, "", "events", "create"): "Events on PSJobs for `kubectl describe`",
     (JOBS, "", "events", "patch"): "repeated Events are counted by patching them",
     (JOBS, "events.k8s.io", "events", "create"): "Events through the events.k8s.io API",
@@ -64,7 +65,10 @@ REASONS: dict[Grant, str] = {
 }
 
 NEVER_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
-NEVER_RESOURCES = {"*", "secrets", "configmaps", "nodes", "pods/exec", "serviceaccounts/token"}
+NEVER_RESOURCES = {"*", "configmaps", "nodes", "pods/exec", "serviceaccounts/token"}
+READ_VERBS = {"get", "list", "watch"}
+NEVER_READ = {"secrets"}
+"""The operator writes each job's Secret but may never read any Secret: not even its own."""
 WATCHED = ["team-a", "team-b"]
 
 
@@ -118,6 +122,7 @@ def test_nothing_dangerous_is_granted(render: Render, values: dict[str, Any]) ->
         for _, _, resource, verb in granted:
             assert verb not in NEVER_VERBS, f"{role} grants {verb}"
             assert resource not in NEVER_RESOURCES, f"{role} grants access to {resource}"
+            assert not (resource in NEVER_READ and verb in READ_VERBS), f"{role} reads {resource}"
 
 
 def test_by_default_jobs_are_managed_in_every_namespace_through_a_cluster_role(

@@ -4,10 +4,12 @@ The runtime image does not install the operator, so neither side can import the 
 This renders real pods with the operator and reads their environment with the runtime.
 """
 
+from typing import Any
+
 import pytest
 from psjob_operator import contract as operator_contract
 from psjob_operator.models import PSJob, ReplicaSpec, Role
-from psjob_operator.render import render_pods
+from psjob_operator.render import render_pods, render_secret
 from psjob_runtime import contract as runtime_contract
 from psjob_runtime.contract import read_context
 from psjob_runtime.errors import ExitCode
@@ -33,12 +35,25 @@ JOB = PSJob.model_validate(
 )
 
 
+TOKEN = "f" * 64
+
+
+def value_of(variable: dict[str, Any], secret: dict[str, Any]) -> str:
+    """A variable's value as the kubelet gives it, reading secretKeyRef from the job's Secret."""
+    if "value" in variable:
+        return str(variable["value"])
+    ref = variable["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    return str(secret["stringData"][ref["key"]])
+
+
 def contract_envs(attempt: int = 0) -> list[dict[str, str]]:
     """The contract variables of each pod's main container, servers first."""
+    secret = render_secret(JOB, TOKEN)
     envs = []
     for pod in render_pods(JOB, attempt):
         (main,) = [c for c in pod["spec"]["containers"] if c["name"] == "psjob"]
-        envs.append({e["name"]: e["value"] for e in main["env"] if e["name"] != "EXTRA"})
+        envs.append({e["name"]: value_of(e, secret) for e in main["env"] if e["name"] != "EXTRA"})
     return envs
 
 
@@ -66,6 +81,7 @@ def test_the_runtime_reads_every_rendered_pod_as_the_operator_meant_it() -> None
         assert str(ctx.master) == "demo-server-0.demo-server.team-a.svc:4000"
         assert ctx.training.staleness == 2 and ctx.training.config == {"epochs": 3}
         assert ctx.training.checkpoint is not None and ctx.training.checkpoint.dir == "/ckpt"
+        assert ctx.secret == TOKEN.encode()
 
 
 def test_both_sides_agree_on_the_rank_rule() -> None:

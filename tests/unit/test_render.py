@@ -8,7 +8,7 @@ import pytest
 import yaml
 from psjob_operator.cli import main
 from psjob_operator.models import PSJob, Role
-from psjob_operator.render import render_all, render_pod, render_service
+from psjob_operator.render import render_all, render_pod, render_secret, render_service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,14 @@ def test_env_contract_for_a_worker() -> None:
         "WORLD_SIZE": "5",
         "RANK": "3",
         "PSJOB_RESTART_COUNT": "4",
+        "PSJOB_SECRET": "",  # from the job's Secret, below
     }
+    (secret,) = [
+        e
+        for e in render_pod(job, Role.WORKER, 1)["spec"]["containers"][0]["env"]
+        if e["name"] == "PSJOB_SECRET"
+    ]
+    assert secret["valueFrom"] == {"secretKeyRef": {"name": "ctr-psjob-auth", "key": "secret"}}
     assert training["mode"] == "ssp" and training["staleness"] == 2
     assert training["optimizer"] == {
         "name": "sgd",
@@ -226,7 +233,7 @@ def test_psjob_render_of_the_gpu_example(capsys: pytest.CaptureFixture[str]) -> 
     for pod in workers:
         container = pod["spec"]["containers"][0]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["PSJOB_ROLE"] == "worker"
         assert env["RANK"] == str(2 + int(env["PSJOB_REPLICA_INDEX"]))
         assert env["WORLD_SIZE"] == "6"
@@ -255,3 +262,11 @@ def test_min_available_without_volcano_uses_scheduler_plugins() -> None:
         render_pod(job, Role.SERVER, 0)["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"]
         == "ctr"
     )
+
+
+def test_the_job_secret_is_owned_by_the_job_and_holds_the_token() -> None:
+    job = make_job()
+    secret = render_secret(job, "t" * 64)
+    assert secret["metadata"]["name"] == "ctr-psjob-auth"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == job.metadata.uid
+    assert secret["stringData"] == {"secret": "t" * 64}

@@ -66,6 +66,11 @@ fails when a verb is added here without one.
 - apiGroups: [""]
   resources: ["pods", "services"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Each job's authentication Secret (PSJOB_SECRET): create only, never read, list or delete
+# (the garbage collector deletes it with its job), so the operator reads no one's Secrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # Events on PSJobs, for `kubectl describe`.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]

@@ -93,7 +93,8 @@ def first_failure(snapshot: Snapshot) -> Failure | None:
     ]
     spec = snapshot.job.spec
     permanent = [failure for failure in lost if not _retryable(failure, spec)]
-    return (permanent or lost or [None])[0]
+    candidates = permanent or lost
+    return candidates[0] if candidates else None
 
 
 def newly_tolerated(snapshot: Snapshot) -> list[str]:
