@@ -37,6 +37,8 @@ ENV_SECRET = "PSJOB_SECRET"
 MIN_SECRET_LENGTH = 32
 """Characters of PSJOB_SECRET at least; the operator and the launcher generate 64 hex digits."""
 
+MAX_PORT = 65535
+
 
 class Role(StrEnum):
     SERVER = "server"
@@ -88,7 +90,9 @@ def _require(env: Mapping[str, str], name: str, expected: str) -> str:
     return value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, expected: str, minimum: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, expected: str, minimum: int, maximum: int | None = None
+) -> int:
     raw = _require(env, name, expected)
     try:
         value = int(raw)
@@ -96,13 +100,15 @@ def _int(env: Mapping[str, str], name: str, expected: str, minimum: int) -> int:
         raise ContractError(f"{name}={raw!r} is not an integer: expected {expected}") from None
     if value < minimum:
         raise ContractError(f"{name}={value} is below {minimum}: expected {expected}")
+    if maximum is not None and value > maximum:
+        raise ContractError(f"{name}={value} is above {maximum}: expected {expected}")
     return value
 
 
 def _address(raw: str, name: str) -> Address:
     host, sep, port = raw.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ContractError(f"{name} has {raw!r}: expected host:port with a port in 1..65535")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise ContractError(f"{name} has {raw!r}: expected host:port with a port in 1..{MAX_PORT}")
     return Address(host, int(port))
 
 
@@ -159,8 +165,15 @@ def read_context(env: Mapping[str, str] | None = None) -> JobContext:
             f"{ENV_SERVER_ADDRS} lists {len(addrs)} addresses but {ENV_NUM_SERVERS}="
             f"{num_servers}: expected one host:port per server, in index order"
         )
-    master_host = _require(env, ENV_MASTER_ADDR, "server 0's host")
-    master_port = _int(env, ENV_MASTER_PORT, "server 0's port", 1)
+    master = Address(
+        _require(env, ENV_MASTER_ADDR, "server 0's host"),
+        _int(env, ENV_MASTER_PORT, f"server 0's port, 1..{MAX_PORT}", 1, MAX_PORT),
+    )
+    if master != addrs[0]:
+        raise ContractError(
+            f"{ENV_MASTER_ADDR}:{ENV_MASTER_PORT} is {master} but {ENV_SERVER_ADDRS} starts with "
+            f"{addrs[0]}: expected both to name server 0, the rendezvous of the job"
+        )
     world_size = _int(env, ENV_WORLD_SIZE, "servers + workers", 2)
     if world_size != num_servers + num_workers:
         raise ContractError(
@@ -182,7 +195,7 @@ def read_context(env: Mapping[str, str] | None = None) -> JobContext:
         num_servers=num_servers,
         num_workers=num_workers,
         server_addrs=addrs,
-        master=Address(master_host, master_port),
+        master=master,
         world_size=world_size,
         rank=rank,
         training=_training(env),

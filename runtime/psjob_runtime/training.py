@@ -5,16 +5,31 @@ depend on the operator package. The operator fills every default, so the default
 for processes started by hand or by the local launcher.
 """
 
+import re
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+CHECKPOINT_DIR_PATTERN = "^(/([^/]*[^/.][^/]*|[.][.][.]+))+$"
+"""An absolute, normalised path: `/` then segments that are neither empty, `.` nor `..`."""
+_CHECKPOINT_DIR = re.compile(CHECKPOINT_DIR_PATTERN)
+CHECKPOINT_DIR_MESSAGE = (
+    "checkpoint.dir must be an absolute, normalised path such as /checkpoints (no relative "
+    "path, no '.' or '..' segment, no '//', no trailing '/'): the servers write there"
+)
 
 
 class _Camel(BaseModel):
+    # allow_inf_nan=False: an Infinity or NaN setting (`lr: .inf`, 1e400) would only show up as
+    # a model that silently diverges, so it is refused where the settings are read.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
     )
 
 
@@ -41,8 +56,15 @@ class OptimizerSettings(_Camel):
 
 
 class CheckpointSettings(_Camel):
-    dir: str = Field(min_length=1)
+    dir: str = Field(min_length=1, max_length=4096)
     every_steps: int = Field(100, ge=1)
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute_and_normalised(cls, value: str) -> str:
+        if not _CHECKPOINT_DIR.fullmatch(value):
+            raise ValueError(CHECKPOINT_DIR_MESSAGE)
+        return value
 
 
 class TrainingSettings(_Camel):

@@ -11,11 +11,14 @@ from pydantic.alias_generators import to_camel
 
 
 class ApiModel(BaseModel):
+    # allow_inf_nan=False: the API server cannot store Infinity or NaN (JSON has neither; kubectl
+    # refuses YAML's .inf and 1e400 overflows), so `psjob validate` refuses them as well.
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_default=False,
+        allow_inf_nan=False,
     )
 
 

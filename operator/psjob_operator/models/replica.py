@@ -5,9 +5,11 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from psjob_operator.contract import CONTRACT_ENV, DEFAULT_SERVER_PORT, EXIT_RETRYABLE
+from psjob_operator.contract import DEFAULT_SERVER_PORT, EXIT_RETRYABLE
+from psjob_operator.models import contract_env
 from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
 from psjob_operator.models.quantity import Quantity, is_extended_resource
+from psjob_operator.models.template import PodTemplateOverlay
 
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 MAX_ENV = 128
@@ -64,23 +66,6 @@ class Resources(ApiModel):
         return out
 
 
-class PodTemplateMetadata(ApiModel):
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
-
-
-class PodTemplateOverlay(ApiModel):
-    metadata: PodTemplateMetadata = Field(
-        default_factory=PodTemplateMetadata, description="Labels and annotations for the pods."
-    )
-    spec: FreeForm = Field(
-        default_factory=dict,
-        description="Any Kubernetes PodSpec fields (nodeSelector, tolerations, affinity, volumes, "
-        "serviceAccountName, priorityClassName, securityContext, extra containers, ...), merged "
-        "into each pod. A container named `psjob` here is merged into the main container.",
-    )
-
-
 class ReplicaSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -107,20 +92,12 @@ class ReplicaSpec(ApiModel):
     args: list[str] | None = Field(None, description="Arguments to the entrypoint.")
     env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
         default_factory=list,
-        description="Extra environment variables. The psjob contract variables (PSJOB_*, "
-        "MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK) are set by the operator and cannot be "
-        "redefined.",
+        description="Extra environment variables of the main container. The psjob contract "
+        "variables (PSJOB_*, MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK) are set by the "
+        "operator and cannot be redefined.",
         json_schema_extra={
             "x-kubernetes-validations": [
-                {
-                    "rule": "self.all(e, !(e.name in "
-                    + "["
-                    + ", ".join(f"'{name}'" for name in CONTRACT_ENV)
-                    + "]))",
-                    "message": "env may not redefine a psjob contract variable "
-                    "(" + ", ".join(CONTRACT_ENV) + "): the operator sets them; "
-                    "pass your own settings under another name or in spec.training.config",
-                }
+                contract_env.cel_rule("self", contract_env.REPLICA_ENV),
             ]
         },
     )
@@ -156,12 +133,8 @@ class ReplicaSpec(ApiModel):
     @field_validator("env")
     @classmethod
     def _no_contract_env(cls, env: list[EnvVar]) -> list[EnvVar]:
-        taken = sorted({e.name for e in env} & set(CONTRACT_ENV))
-        if taken:
-            raise ValueError(
-                f"{', '.join(taken)} is set by the operator (the psjob environment contract) and "
-                "cannot be redefined; use another name or spec.training.config"
-            )
+        if contract_env.sets_contract(e.name for e in env):
+            raise ValueError(contract_env.refusal(contract_env.REPLICA_ENV))
         return env
 
     @model_validator(mode="after")

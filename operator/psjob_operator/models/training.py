@@ -1,11 +1,25 @@
 """spec.training: how the parameter servers train; handed to the runtime as PSJOB_TRAINING."""
 
+import re
 from enum import StrEnum
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 
 from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
+
+CHECKPOINT_DIR_PATTERN = "^(/([^/]*[^/.][^/]*|[.][.][.]+))+$"
+"""An absolute, normalised path: `/` then segments that are neither empty, `.` nor `..`.
+
+Written without backslashes, so that it goes into the CRD's CEL string literal unescaped. The
+runtime checks PSJOB_TRAINING with the same pattern (psjob_runtime.training).
+"""
+_CHECKPOINT_DIR = re.compile(CHECKPOINT_DIR_PATTERN)
+CHECKPOINT_DIR_MESSAGE = (
+    "checkpoint.dir must be an absolute, normalised path such as /checkpoints (no relative "
+    "path, no '.' or '..' segment, no '//', no trailing '/'): the servers write there"
+)
+MAX_PATH = 4096
 
 _IMMUTABLE_OPTIMIZER: JsonDict = {
     "rule": "self == oldSelf",
@@ -49,11 +63,28 @@ class Optimizer(ApiModel):
 class Checkpoint(ApiModel):
     dir: str = Field(
         min_length=1,
-        description="Directory the servers write checkpoints to; mount a volume there that "
-        "outlives the pods. Fixed once the job exists: restarts resume from it.",
-        json_schema_extra={"x-kubernetes-validations": [_IMMUTABLE_CHECKPOINT_DIR]},
+        max_length=MAX_PATH,
+        description="Absolute path of the directory the servers write checkpoints to, e.g. "
+        "/checkpoints; mount a volume there that outlives the pods. Fixed once the job "
+        "exists: restarts resume from it.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _IMMUTABLE_CHECKPOINT_DIR,
+                {
+                    "rule": f"self.matches('{CHECKPOINT_DIR_PATTERN}')",
+                    "message": CHECKPOINT_DIR_MESSAGE,
+                },
+            ]
+        },
     )
     every_steps: int = Field(100, ge=1, description="Write a checkpoint every N steps.")
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute_and_normalised(cls, value: str) -> str:
+        if not _CHECKPOINT_DIR.fullmatch(value):
+            raise ValueError(CHECKPOINT_DIR_MESSAGE)
+        return value
 
 
 class Training(ApiModel):
