@@ -8,6 +8,7 @@ from pathlib import Path
 
 from psjob_operator import yamlio
 from psjob_operator.crd import crd_yaml
+from psjob_operator.pod_policy import PodPolicy
 from psjob_operator.render import render_all
 from psjob_operator.validation import InvalidManifestError, InvalidManifestsError, load_psjobs
 
@@ -59,6 +60,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         leader_election_namespace=args.leader_election_namespace,
         leader_election_id=args.leader_election_id,
+        pod_policy=PodPolicy(args.pod_policy),
     )
     return asyncio.run(runner.run(options))
 
@@ -104,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.add_argument(
         "--leader-election-id", default="psjob-operator", help="name of the leader Lease"
+    )
+    operator.add_argument(
+        "--pod-policy",
+        choices=[policy.value for policy in PodPolicy],
+        default=PodPolicy.UNRESTRICTED.value,
+        help="restricted: refuse to create pods whose template asks for host namespaces, "
+        "privileged containers, added capabilities, host ports, hostPath volumes or another "
+        "service account; the job fails naming the field (default: unrestricted)",
     )
     operator.add_argument("--log-format", choices=["plain", "json"], default="plain")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")

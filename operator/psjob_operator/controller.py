@@ -26,6 +26,8 @@ from psjob_operator.kube import CONFLICT, Kube, Manifest
 from psjob_operator.models import ConditionType, Phase, PSJob
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, Event, EventType, decide, fail_now
+from psjob_operator.pod_policy import REASON as POLICY_REASON
+from psjob_operator.pod_policy import PodPolicy, refusal
 from psjob_operator.render import (
     gang_scheduler,
     render_pod,
@@ -84,8 +86,11 @@ def _same_version(a: Manifest, b: Manifest) -> bool:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, api_threads: int = 16) -> None:
+    def __init__(
+        self, kube: Kube, api_threads: int = 16, pod_policy: PodPolicy = PodPolicy.UNRESTRICTED
+    ) -> None:
         self.kube = kube
+        self.pod_policy = pod_policy
         self.executor = ThreadPoolExecutor(api_threads, thread_name_prefix="psjob-api")
         self.jobs: dict[Key, Manifest] = {}
         self.pods: Mapping[Key, Iterable[PodView]] = {}
@@ -261,10 +266,12 @@ class Reconciler:
             await self._write_status(key, body, decision)
         await self._post_events(body, decision.events)
         if decision.create_pods:
-            rejected = await self._create_pods(key, job, decision)
+            forbidden = refusal(self.pod_policy, job)
+            rejected = forbidden or await self._create_pods(key, job, decision)
             if rejected is not None:
+                reason = POLICY_REASON if forbidden else "InvalidPodTemplate"
                 current = job.model_copy(update={"status": decision.status})
-                decision = fail_now(current, pods, now, "InvalidPodTemplate", rejected)
+                decision = fail_now(current, pods, now, reason, rejected)
                 await self._write_status(key, self.jobs[key], decision)
                 await self._post_events(body, decision.events)
         await self._delete_pods(key[0], decision.delete_pods)

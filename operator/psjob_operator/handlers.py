@@ -16,6 +16,7 @@ from psjob_operator import contract
 from psjob_operator.controller import Reconciler
 from psjob_operator.kube import Kube
 from psjob_operator.observe import PodView, pod_view
+from psjob_operator.pod_policy import PodPolicy
 
 API_CONNECTIONS = 32
 """Parallel API requests when creating or deleting a big job's pods."""
@@ -41,7 +42,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     )
     settings.posting.level = 40  # logging.ERROR: the reconciler posts the events users read
     if "reconciler" not in memo:
-        memo["reconciler"] = Reconciler(Kube(api_client()), API_CONNECTIONS)
+        policy = memo.get("pod_policy", PodPolicy.UNRESTRICTED)  # set by runner.run
+        memo["reconciler"] = Reconciler(Kube(api_client()), API_CONNECTIONS, policy)
 
 
 @kopf.index("pods", labels={contract.LABEL_MANAGED_BY: contract.MANAGER})

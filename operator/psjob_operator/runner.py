@@ -14,6 +14,7 @@ from kopf._core.engines.peering import Identity  # kopf exports the type only he
 
 from psjob_operator import handlers, health
 from psjob_operator.leader import LeaderElector
+from psjob_operator.pod_policy import PodPolicy
 
 log = logging.getLogger("psjob.operator")
 
@@ -27,6 +28,8 @@ class OperatorOptions:
     http_port: int = 8080
     leader_election_namespace: str | None = None
     leader_election_id: str = "psjob-operator"
+    pod_policy: PodPolicy = PodPolicy.UNRESTRICTED
+    """Which pod template settings the operator refuses to create (pod_policy)."""
 
 
 def _identity() -> str:
@@ -77,6 +80,7 @@ async def _operate(
             standalone=True,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,
+            memo=kopf.Memo(pod_policy=options.pod_policy),
         )
     )
     stopping = asyncio.create_task(stop.wait())
