@@ -31,6 +31,7 @@ from psjob_runtime.reslice import table_share
 from bench.runtime.jobs import log
 
 ROWS, DIM, DENSE = 5_000_000, 16, 13_793
+OWNER = "bench/checkpoint-write"
 
 
 def server_state() -> dict[str, Any]:
@@ -105,16 +106,17 @@ def _measure(pairs_wanted: int) -> dict[str, Any]:
                 if side == "raw":
                     raw_write(root / "raw.bin", tensors)
                 else:
-                    checkpoint.write(root, 0, 2, step, state)
+                    checkpoint.write(root, 0, 2, step, state, owner=OWNER)
                 timings[side] = time.perf_counter() - started
             (root / "raw.bin").unlink()
             if step < pairs_wanted - 1:
                 shutil.rmtree(checkpoint.step_dir(root, step))
             pairs.append({"raw": timings["raw"], "psjob": timings["psjob"]})
         # A second server's file, so that the folder holds a complete checkpoint to restore.
-        checkpoint.write(root, 1, 2, pairs_wanted - 1, {**state, "server": 1})
+        second = {**state, "dense": {**state["dense"], "start": DENSE, "stop": 2 * DENSE}}
+        checkpoint.write(root, 1, 2, pairs_wanted - 1, {**second, "server": 1}, owner=OWNER)
         started = time.perf_counter()
-        found = checkpoint.latest(root)
+        found = checkpoint.latest(root, owner=OWNER)
         assert found is not None
         table_share([f["tables"][0] for f in found.files], 0, 2)
         restore = time.perf_counter() - started

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -19,50 +18,12 @@ from psjob_runtime.reslice import dense_share, table_share
 from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.training import TrainingSettings
 
+from tests.runtime.checkpoints import saved_servers
 from tests.runtime.jobs import RECORDER, pid_of, run_recorder, start_plans, wait_for_text
 
 ADAM = ["--optimizer", "adam", "--lr", "0.01"]
-
-
-def saved_servers(total: int, rows: int, dim: int, servers: int, step: int) -> list[dict[str, Any]]:
-    """Checkpoint contents of `servers` servers for a dense vector 0..total-1 and a table whose
-    row i holds i (and optimizer state = 2x the values), as the servers write them."""
-    values = torch.arange(total, dtype=torch.float32)
-    table = torch.arange(rows, dtype=torch.float32).unsqueeze(1).repeat(1, dim)
-    files = []
-    for part in balanced_slices(total, servers):
-        mine = table[part.server :: servers]
-        files.append(
-            {
-                "format": checkpoint.FORMAT,
-                "server": part.server,
-                "servers": servers,
-                "step": step,
-                "updates": step,
-                "worker_steps": [step, step],
-                "dense": {
-                    "total": total,
-                    "start": part.start,
-                    "stop": part.stop,
-                    "values": values[part.start : part.stop],
-                    "state": {
-                        "exp_avg": 2 * values[part.start : part.stop],
-                        "step": torch.tensor(float(step)),
-                    },
-                },
-                "tables": [
-                    {
-                        "table": 0,
-                        "num_rows": rows,
-                        "dim": dim,
-                        "rows": mine,
-                        "state": {"sum": 2 * mine},
-                        "step": step,
-                    }
-                ],
-            }
-        )
-    return files
+LOCAL = "local/local"
+"""The owner of a job the launcher starts with its default --name."""
 
 
 @pytest.mark.parametrize(("old", "new"), [(2, 3), (3, 2), (2, 1), (1, 3)])
@@ -90,12 +51,12 @@ def test_a_truncated_or_incomplete_checkpoint_falls_back_to_the_previous_one(
 ) -> None:
     for step in (5, 10, 15):
         for saved in saved_servers(20, 10, 2, servers=2, step=step):
-            checkpoint.write(tmp_path, saved["server"], 2, step, saved)
+            checkpoint.write(tmp_path, saved["server"], 2, step, saved, owner=LOCAL)
     newest = checkpoint.step_dir(tmp_path, 15) / checkpoint.file_name(1, 2)
     newest.unlink()  # server 1 died before writing step 15
     broken = checkpoint.step_dir(tmp_path, 10) / checkpoint.file_name(1, 2)
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # cut off mid-write
-    found = checkpoint.latest(tmp_path)
+    found = checkpoint.latest(tmp_path, owner=LOCAL)
     assert found is not None and found.step == 5
     assert float(found.files[1]["dense"]["values"][0]) == 10.0  # server 1's slice starts at 10
     log = capsys.readouterr().err
@@ -107,7 +68,7 @@ def test_a_truncated_or_incomplete_checkpoint_falls_back_to_the_previous_one(
 def test_each_server_keeps_its_newest_files_only(tmp_path: Path) -> None:
     for step in range(1, 7):
         for saved in saved_servers(20, 10, 2, servers=2, step=step):
-            checkpoint.write(tmp_path, saved["server"], 2, step, saved)
+            checkpoint.write(tmp_path, saved["server"], 2, step, saved, owner=LOCAL)
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert kept == [checkpoint.step_dir(tmp_path, s).name for s in (4, 5, 6)]
     assert not list(tmp_path.glob("**/*.tmp"))
@@ -195,7 +156,7 @@ def test_sigterm_to_every_server_writes_one_complete_final_checkpoint(tmp_path: 
         for name in ("server-0", "server-1")
     ]
     assert steps[0] == steps[1] and len(steps[0]) == 1, steps
-    found = checkpoint.latest(tmp_path / "store")
+    found = checkpoint.latest(tmp_path / "store", owner=LOCAL)
     assert found is not None and found.step == int(steps[0][0]) >= 8
     assert found.num_servers == 2
     assert [f["worker_steps"] for f in found.files] == [[found.step] * 2] * 2
