@@ -77,6 +77,12 @@ def test_a_missing_variable_is_named(name: str) -> None:
         ("PSJOB_TRAINING", '{"optimizer": {"lr": -1}}', "optimizer.lr"),
         ("PSJOB_TRAINING", '{"mode": "sync", "stalenes": 1}', "stalenes"),
         ("PSJOB_SECRET", "short", "at least 32 characters"),
+        ("MASTER_PORT", "70000", "MASTER_PORT=70000 is above 65535"),
+        ("MASTER_PORT", "0", "MASTER_PORT=0 is below 1"),
+        ("PSJOB_SERVER_ADDRS", "a:1,b:70000", "with a port in 1..65535"),
+        ("PSJOB_TRAINING", '{"optimizer": {"lr": 1e400}}', "finite number"),
+        ("PSJOB_TRAINING", '{"optimizer": {"lr": NaN}}', "finite number"),
+        ("PSJOB_TRAINING", '{"checkpoint": {"dir": "../../etc"}}', "absolute, normalised path"),
     ],
 )
 def test_a_malformed_variable_is_named(name: str, value: str, message: str) -> None:
@@ -87,9 +93,38 @@ def test_a_malformed_variable_is_named(name: str, value: str, message: str) -> N
     assert message in str(raised.value)
 
 
-def test_the_server_command_exits_78_naming_the_variable() -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MASTER_ADDR", "attacker.example"),
+        ("MASTER_PORT", "23457"),
+    ],
+)
+def test_a_rendezvous_other_than_server_0_is_refused_naming_both(name: str, value: str) -> None:
+    env = valid_env()
+    env[name] = value
+    with pytest.raises(ContractError) as raised:
+        read_context(env)
+    assert str(raised.value).startswith("MASTER_ADDR:MASTER_PORT is ")
+    assert "but PSJOB_SERVER_ADDRS starts with demo-server-0.demo-server.team-a.svc:23456" in str(
+        raised.value
+    )
+    assert value in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PSJOB_NUM_WORKERS", "three", "PSJOB_NUM_WORKERS='three' is not an integer"),
+        # a port out of range used to pass here and fail in the rendezvous: exit 75, retried
+        ("MASTER_PORT", "70000", "MASTER_PORT=70000 is above 65535"),
+    ],
+)
+def test_the_server_command_exits_78_naming_the_variable(
+    name: str, value: str, message: str
+) -> None:
     env = {**os.environ, **valid_env(), "PSJOB_ROLE": "server", "PSJOB_REPLICA_INDEX": "0"}
-    env["PSJOB_NUM_WORKERS"] = "three"
+    env.update({"RANK": "0", name: value})
     done = subprocess.run(
         [sys.executable, "-m", "psjob_runtime", "server"],
         env=env,
@@ -98,5 +133,5 @@ def test_the_server_command_exits_78_naming_the_variable() -> None:
         timeout=120,
     )
     assert done.returncode == ExitCode.CONFIG_ERROR
-    assert "PSJOB_NUM_WORKERS='three' is not an integer" in done.stderr
+    assert message in done.stderr
     assert "Traceback" not in done.stderr

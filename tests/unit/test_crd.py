@@ -3,7 +3,9 @@
 from pathlib import Path
 from typing import Any
 
+from psjob_operator.contract import CONTRACT_ENV
 from psjob_operator.crd import crd, crd_yaml
+from psjob_operator.models.training import CHECKPOINT_DIR_PATTERN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,3 +71,30 @@ def test_scale_status_and_columns() -> None:
     columns = [c["name"] for c in v["additionalPrinterColumns"]]
     assert columns == ["Phase", "Servers", "Workers", "Restarts", "Age"]
     assert crd()["spec"]["names"]["shortNames"] == ["psj"]
+
+
+def test_a_templates_main_container_env_is_checked_against_the_whole_contract() -> None:
+    """The rule is built from CONTRACT_ENV, so a variable added to the contract is covered; the
+    lists it walks are bounded, or the API server could not price it and refuses the CRD."""
+    spec = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for role in ("servers", "workers"):
+        template_spec = spec[role]["properties"]["template"]["properties"]["spec"]
+        assert template_spec["x-kubernetes-preserve-unknown-fields"] is True
+        containers = template_spec["properties"]["containers"]
+        container = containers["items"]
+        (rule,) = container["x-kubernetes-validations"]
+        assert rule["rule"].startswith("!has(self.name) || self.name != 'psjob' || ")
+        assert rule["fieldPath"] == ".env"
+        for name in CONTRACT_ENV:
+            assert f"'{name}'" in rule["rule"] and name in rule["message"]
+        assert containers["maxItems"] and container["properties"]["env"]["maxItems"]
+        assert container["properties"]["env"]["items"]["required"] == ["name"]
+
+
+def test_checkpoint_dir_must_match_the_absolute_path_pattern_at_admission() -> None:
+    spec = version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    directory = spec["training"]["properties"]["checkpoint"]["properties"]["dir"]
+    rules = [r["rule"] for r in directory["x-kubernetes-validations"]]
+    assert f"self.matches('{CHECKPOINT_DIR_PATTERN}')" in rules
+    assert "\\" not in CHECKPOINT_DIR_PATTERN  # a CEL string literal would need it escaped
+    assert directory["maxLength"] == 4096

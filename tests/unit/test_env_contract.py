@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from psjob_operator import contract as operator_contract
 from psjob_operator.models import PSJob, ReplicaSpec, Role
+from psjob_operator.models import training as operator_training
 from psjob_operator.render import render_pods, render_secret
 from psjob_runtime import contract as runtime_contract
+from psjob_runtime import training as runtime_training
 from psjob_runtime.contract import read_context
 from psjob_runtime.errors import ExitCode
 
@@ -108,3 +110,9 @@ def test_restart_policy_exit_code_restarts_what_the_runtime_calls_retryable(
 ) -> None:
     replicas = ReplicaSpec.model_validate({"restartPolicy": "ExitCode"})
     assert replicas.is_retryable(code) is restarts
+
+
+def test_both_sides_refuse_the_same_checkpoint_dirs() -> None:
+    """PSJOB_TRAINING is checked again by the runtime, with the operator's pattern and words."""
+    assert runtime_training.CHECKPOINT_DIR_PATTERN == operator_training.CHECKPOINT_DIR_PATTERN
+    assert runtime_training.CHECKPOINT_DIR_MESSAGE == operator_training.CHECKPOINT_DIR_MESSAGE

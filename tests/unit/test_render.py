@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 from psjob_operator.cli import main
+from psjob_operator.contract import CONTRACT_ENV
 from psjob_operator.models import PSJob, Role
 from psjob_operator.render import render_all, render_pod, render_secret, render_service
 
@@ -156,6 +157,32 @@ def test_user_env_follows_the_contract_so_it_can_refer_to_it() -> None:
     names = [e["name"] for e in env]
     assert names.index("RUN_ID") > names.index("RANK")
     assert env[-1] == {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+
+
+def test_the_main_container_defines_each_contract_variable_once_the_operators_way() -> None:
+    """The models refuse a contract name in `env` or the template's main container, so the
+    operator's definition is the only one; envFrom cannot override it (env wins over envFrom)."""
+    job = make_job(
+        workers={
+            "env": [{"name": "FROM_SPEC", "value": "$(RANK)"}],
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "psjob",
+                            "env": [{"name": "FROM_TEMPLATE", "value": "1"}],
+                            "envFrom": [{"configMapRef": {"name": "settings"}}],
+                        }
+                    ]
+                }
+            },
+        }
+    )
+    main = render_pod(job, Role.WORKER, 0)["spec"]["containers"][0]
+    names = [e["name"] for e in main["env"]]
+    assert sorted(n for n in names if n in CONTRACT_ENV) == sorted(CONTRACT_ENV)
+    assert names[-2:] == ["FROM_SPEC", "FROM_TEMPLATE"]
+    assert main["envFrom"] == [{"configMapRef": {"name": "settings"}}]
 
 
 def test_template_is_merged_without_losing_fields() -> None:

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 import yaml
 from psjob_operator.cli import main
+from psjob_operator.contract import CONTRACT_ENV
+from psjob_operator.crd import crd
 from psjob_operator.validation import (
     InvalidManifestError,
     InvalidManifestsError,
@@ -85,3 +87,110 @@ def test_other_kinds_are_refused() -> None:
 )
 def test_examples_are_valid(example: Path) -> None:
     assert load_psjobs(example.read_text(), example.name)
+
+
+def with_template(role: str, containers: list[dict[str, Any]]) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
+    manifest["spec"].setdefault(role, {})["template"] = {"spec": {"containers": containers}}
+    return manifest
+
+
+def crd_rule_message(*path: str) -> str:
+    """The message of the CRD's first validation rule at `path` (properties, `[]`: items)."""
+    node = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for part in path:
+        node = node["items"] if part == "[]" else node["properties"][part]
+    message: str = node["x-kubernetes-validations"][0]["message"]
+    return message
+
+
+@pytest.mark.parametrize("variable", CONTRACT_ENV)
+@pytest.mark.parametrize("role", ["servers", "workers"])
+def test_a_template_may_not_set_a_contract_variable_in_the_main_container(
+    role: str, variable: str
+) -> None:
+    """Every contract variable, PSJOB_SECRET included: the operator's values are the only ones."""
+    manifest = with_template(
+        role,
+        [
+            {
+                "name": "psjob",
+                "env": [{"name": "OWN", "value": "1"}, {"name": variable, "value": "x"}],
+            }
+        ],
+    )
+    with pytest.raises(InvalidManifestError) as refused:
+        parse_psjob(manifest)
+    (error,) = refused.value.errors
+    assert error.path == f"spec.{role}.template.spec.containers[0].env"
+    # word for word what the API server answers (tests/e2e/operator/test_contract_admission.py)
+    path = ("spec", role, "template", "spec", "containers", "[]")
+    assert error.message == crd_rule_message(*path)
+    assert variable in error.message and "use another name or spec.training.config" in error.message
+
+
+def test_other_containers_and_other_variables_are_the_users() -> None:
+    manifest = with_template(
+        "workers",
+        [
+            {"name": "sidecar", "image": "busybox", "env": [{"name": "RANK", "value": "7"}]},
+            {"name": "psjob", "env": [{"name": "RUN_ID", "value": "$(PSJOB_NAME)-$(RANK)"}]},
+        ],
+    )
+    job = parse_psjob(manifest)
+    assert (
+        job.spec.workers.template.spec["containers"]
+        == manifest["spec"]["workers"]["template"]["spec"]["containers"]
+    )
+
+
+@pytest.mark.parametrize(
+    "template",
+    [{"containers": "psjob"}, {"containers": [{"name": "psjob", "env": [{"value": "1"}]}]}],
+    ids=["containers-not-a-list", "env-without-name"],
+)
+def test_template_containers_must_have_the_shape_the_api_server_checks(
+    template: dict[str, Any],
+) -> None:
+    manifest = with_template("workers", [])
+    manifest["spec"]["workers"]["template"]["spec"] = template
+    with pytest.raises(InvalidManifestError, match=r"spec\.workers\.template\.spec\.containers"):
+        parse_psjob(manifest)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lr", ".inf"), ("lr", ".nan"), ("lr", "1e400"), ("eps", ".inf"), ("weightDecay", ".nan")],
+)
+def test_non_finite_numbers_are_refused(field: str, value: str) -> None:
+    """kubectl cannot send these either: JSON has no Infinity or NaN, and 1e400 overflows."""
+    manifest = (ROOT / "examples/minimal.yaml").read_text()
+    manifest += f"  training:\n    optimizer:\n      {field}: {value}\n"
+    with pytest.raises(InvalidManifestsError) as refused:
+        load_psjobs(manifest, "job.yaml")
+    (problem,) = refused.value.problems
+    (error,) = problem.errors
+    assert error.path == f"spec.training.optimizer.{field}"
+    assert "finite number" in error.message
+
+
+@pytest.mark.parametrize(
+    "directory", ["../../etc", "checkpoints", "/ckpt/../etc", "/ckpt/./a", "/ckpt/", "//ckpt", "/"]
+)
+def test_checkpoint_dir_must_be_absolute_and_normalised(directory: str) -> None:
+    manifest: dict[str, Any] = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
+    manifest["spec"]["training"] = {"checkpoint": {"dir": directory}}
+    with pytest.raises(InvalidManifestError) as refused:
+        parse_psjob(manifest)
+    (error,) = refused.value.errors
+    assert error.path == "spec.training.checkpoint.dir"
+    assert error.message.startswith("checkpoint.dir must be an absolute, normalised path")
+
+
+@pytest.mark.parametrize("directory", ["/checkpoints", "/mnt/run.1/...", "/data/.ckpt"])
+def test_absolute_checkpoint_dirs_are_accepted(directory: str) -> None:
+    manifest: dict[str, Any] = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
+    manifest["spec"]["training"] = {"checkpoint": {"dir": directory}}
+    job = parse_psjob(manifest)
+    assert job.spec.training.checkpoint is not None
+    assert job.spec.training.checkpoint.dir == directory
