@@ -91,6 +91,7 @@ def test_operator_container_runs_psjob_operator_with_leader_election(render: Ren
         "--leader-election-namespace=psjob-system",
         "--leader-election-id=psjob-operator",
         "--log-format=json",
+        "--pod-policy=unrestricted",
     ]
     assert container["image"] == f"ghcr.io/psjob/operator:{psjob_operator.__version__}"
     assert {
@@ -145,6 +146,13 @@ def test_namespaced_variant_passes_each_namespace_to_the_operator(render: Render
     assert args[-2:] == ["--namespace=team-a", "--namespace=team-b"]
 
 
+def test_pod_policy_restricted_reaches_the_operator(render: Render) -> None:
+    """The chart's way to keep the operator from creating host-level pods (docs/security.md)."""
+    args = operator_container(render({"podPolicy": "restricted"}))["args"]
+    assert "--pod-policy=restricted" in args
+    assert "--pod-policy=unrestricted" not in args
+
+
 def test_ha_variant_runs_two_spread_replicas_with_a_disruption_budget(render: Render) -> None:
     manifests = render(VARIANTS["ha"])
     deployment = only(manifests, "Deployment")
@@ -186,6 +194,7 @@ def test_metrics_service_can_be_turned_off(render: Render) -> None:
         ({"image": {"pullpolicy": "Always"}}, "additional properties 'pullpolicy' not allowed"),
         ({"replicaCount": "two"}, "/replicaCount"),
         ({"logFormat": "xml"}, "/logFormat"),
+        ({"podPolicy": "strict"}, "/podPolicy"),
         ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
         (
@@ -193,8 +202,8 @@ def test_metrics_service_can_be_turned_off(render: Render) -> None:
             "set metrics.service.enabled=true",
         ),
     ],
-    ids=["unknown-key", "misspelt-nested-key", "wrong-type", "bad-enum", "bad-namespace",
-         "missing-account-name", "monitor-without-service"],
+    ids=["unknown-key", "misspelt-nested-key", "wrong-type", "bad-enum", "bad-pod-policy",
+         "bad-namespace", "missing-account-name", "monitor-without-service"],
 )  # fmt: skip
 def test_bad_values_fail_naming_the_key(
     values: dict[str, Any], message: str, helm: HelmRun, tmp_path: Path
