@@ -32,7 +32,8 @@ from tests.e2e.operator.support import free_port, healthy
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "psjob-bench"
 REFERENCE_NAMESPACE = "kubectl-reference"
-NODES = (NodeSpec.parse("big-0:pods=5000"), NodeSpec.parse("big-1:pods=5000"))
+NODES = (NodeSpec.parse("big-0:pods=10000"), NodeSpec.parse("big-1:pods=10000"))
+"""Room for the schema's largest job: 10,000 servers and 10,000 workers (`--largest`)."""
 IMAGE = "psjob/runtime:bench"
 COMMAND = ["python", "-m", "psjob_runtime"]
 """Never run (no-run mode), but a realistic pod spec is what the API server stores."""

@@ -62,6 +62,8 @@ class Recorded:
     services: dict[str, float] = field(default_factory=dict)
     jobs: dict[str, list[tuple[float, JobSnapshot]]] = field(default_factory=dict)
     present_jobs: set[str] = field(default_factory=set)
+    largest_status: dict[str, int] = field(default_factory=dict)
+    """The most bytes a job's status took, as compact JSON (about what etcd stores)."""
 
     def last(self, job: str) -> JobSnapshot | None:
         history = self.jobs.get(job)
@@ -213,6 +215,8 @@ class Recorder:
             data.present_jobs.discard(name)
             return
         status = job.get("status") or {}
+        size = len(json.dumps(status, separators=(",", ":")))
+        data.largest_status[name] = max(size, data.largest_status.get(name, 0))
         snapshot = JobSnapshot(
             status.get("phase"), Counts.of(status.get("servers")), Counts.of(status.get("workers"))
         )

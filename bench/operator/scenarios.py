@@ -96,8 +96,10 @@ def reference_run(stage: Stage, servers: int, workers: int, jobs: int = 1) -> Re
     }
 
 
-def operator_run(stage: Stage, servers: int, workers: int) -> Result:
-    """`kubectl apply` of one PSJob; the operator creates its children and reports them."""
+def operator_run(stage: Stage, servers: int, workers: int, clean: bool = True) -> Result:
+    """`kubectl apply` of one PSJob; the operator creates its children and reports them.
+
+    `clean`: delete the job and its pods afterwards (the last run of a stage can leave them)."""
     name = f"op-{workers}"
     pods, services = servers + workers, 2
 
@@ -126,10 +128,12 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
         active_at, ready_at = _first(data, name, complete), _first(data, name, ready)
         assert active_at is not None and ready_at is not None
         status_writes = len(data.jobs[name])
+        status_bytes = data.largest_status[name]
     finally:
         recorder.stop()
     memory = rss_bytes(stage.operator_pid)
-    stage.clean(OPERATOR_NAMESPACE)
+    if clean:
+        stage.clean(OPERATOR_NAMESPACE)
     return {
         "servers": servers,
         "workers": workers,
@@ -139,6 +143,7 @@ def operator_run(stage: Stage, servers: int, workers: int) -> Result:
         "ready_seconds": ready_at - started,
         "running_seconds": running - started,
         "status_versions_seen": status_writes,
+        "largest_status_bytes": status_bytes,
         "cpu_seconds": cpu,
         "operator_rss_bytes": memory.get("VmRSS", 0),
         "requests": summary(requests, 1),
