@@ -6,7 +6,8 @@
 
 Row `id` lives on server `id % S` (see table_shard.py). A forward pass sends each server the
 unique ids it owns and gets their rows back; `optimizer.step()` sends the summed gradient of each
-touched row before the dense gradient, and the servers apply both under the job's mode.
+touched row (each id once, however often the step used it) before the dense gradient, and the
+servers apply both under the job's mode. Every header announces the bytes that follow it.
 """
 
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ from torch import nn
 
 from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.transport import Transfer, wait_all
-from psjob_runtime.wire import TAG_HEADER, TAG_PAYLOAD, TAG_REPLY, Header, Op, new_header_buffer
+from psjob_runtime.wire import (
+    TAG_HEADER,
+    TAG_PAYLOAD,
+    TAG_REPLY,
+    Header,
+    Op,
+    nbytes,
+    new_header_buffer,
+)
 
 if TYPE_CHECKING:
     from psjob_runtime.worker import WorkerSession
@@ -57,29 +66,38 @@ class TableClient:
             if (positions := torch.nonzero(owner == server).view(-1)).numel()
         ]
 
-    def _headers(self, op: Op, parts: list[tuple[int, int]]) -> list[Transfer]:
+    def _headers(self, op: Op, parts: list[tuple[int, list[torch.Tensor]]]) -> list[Transfer]:
+        """One header per (server, payloads): the id count and the payloads' byte counts."""
         worker = self.session.ctx.replica_index
         extra = (self.spec.table, self.spec.dim, 0)
         return [
             self.session.transport.send(
-                Header(op, worker, 0, count, extra).encode(new_header_buffer()),
+                Header(
+                    op,
+                    worker,
+                    0,
+                    payloads[0].numel(),
+                    extra,
+                    (nbytes(payloads[0]), nbytes(payloads[1]) if len(payloads) > 1 else 0),
+                ).encode(new_header_buffer()),
                 server,
                 TAG_HEADER,
                 f"{op.name} request",
             )
-            for server, count in parts
+            for server, payloads in parts
         ]
 
     def declare(self, init_scale: float) -> None:
         servers = range(self.session.ctx.num_servers)
+        scale = torch.tensor([init_scale], dtype=torch.float32)
         header = Header(
             Op.DECLARE_TABLE,
             self.session.ctx.replica_index,
             0,
             self.spec.num_rows,
             (self.spec.table, self.spec.dim, 0),
+            (nbytes(scale), 0),
         )
-        scale = torch.tensor([init_scale], dtype=torch.float32)
         transport = self.session.transport
         wait_all(
             transport.send(header.encode(new_header_buffer()), s, TAG_HEADER, "table declaration")
@@ -98,7 +116,7 @@ class TableClient:
         transport = self.session.transport
         groups = self._by_server(ids)
         parts = [(server, ids[positions]) for server, positions in groups]
-        wait_all(self._headers(Op.SPARSE_PULL, [(s, len(p)) for s, p in parts]))
+        wait_all(self._headers(Op.SPARSE_PULL, [(s, [p]) for s, p in parts]))
         wait_all(transport.send(p, s, TAG_PAYLOAD, "row ids") for s, p in parts)
         replies = [torch.empty(len(p), self.spec.dim) for _, p in parts]
         wait_all(
@@ -122,9 +140,14 @@ class TableClient:
         grads = torch.cat(
             [t.rows.grad.detach().to("cpu") for t in found if t.rows.grad is not None]
         )
+        if len(found) > 1:
+            # Several lookups this step: one summed row per id, since a server takes no more ids
+            # in one request than its shard has rows.
+            ids, inverse = torch.unique(ids, return_inverse=True)
+            grads = torch.zeros(len(ids), self.spec.dim).index_add_(0, inverse, grads)
         transport = self.session.transport
         parts = [(s, ids[p], grads[p]) for s, p in self._by_server(ids)]
-        wait_all(self._headers(Op.SPARSE_PUSH, [(s, len(i)) for s, i, _ in parts]))
+        wait_all(self._headers(Op.SPARSE_PUSH, [(s, [i, g]) for s, i, g in parts]))
         wait_all(transport.send(i, s, TAG_PAYLOAD, "row ids") for s, i, _ in parts)
         wait_all(transport.send(g, s, TAG_PAYLOAD, "row gradients") for s, _, g in parts)
         self.traffic.rows_pushed += ids.numel()

@@ -10,21 +10,30 @@ failure's exit code, except in async mode, where a lost worker is dropped and th
 With spec.training.checkpoint set, the server restores its share from the newest usable
 checkpoint at start, writes one every `everySteps` steps, at the end, when a peer is lost (so a
 restart loses as little as possible) and on SIGTERM (pod deletion, node drain), then exits 143.
+
+Every request is checked before anything is allocated or received for it (see `_next_header`
+and the handlers): the header's fields against the peer's connection, the slice and the known
+tables, its announced payload bytes against what the op must carry. A bad request is a
+ProtocolError naming the peer and the field; the peer is then treated as lost. With
+spec.training.refuseNonFinite (the default) a push holding NaN or Inf counts as a zero gradient
+and is reported, non-finite initial values are refused, and no checkpoint is written from
+non-finite state, so the newest finite checkpoint is never pruned.
 """
 
+import math
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
 
-from psjob_runtime import checkpoint
+from psjob_runtime import capacity, checkpoint
 from psjob_runtime.auth import join_job
 from psjob_runtime.consistency import Gate, SparseGrads, make_gate
 from psjob_runtime.contract import JobContext
@@ -34,17 +43,22 @@ from psjob_runtime.reslice import dense_share, table_share
 from psjob_runtime.server_optimizer import build_optimizer
 from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.sparse_optimizer import build_sparse_optimizer
-from psjob_runtime.table_shard import TableMismatchError, TableShard, TableSpec
+from psjob_runtime.table_shard import TableMismatchError, TableShard, TableSpec, shard_rows
 from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transport
 from psjob_runtime.wire import (
+    HEADER_LEN,
+    HEADER_ROOM,
+    PROTOCOL_VERSION,
     TAG_HEADER,
     TAG_PAYLOAD,
     TAG_REPLY,
     Header,
     Op,
     ProtocolError,
+    ProtocolVersionError,
     ResumePoint,
+    expected_payload_bytes,
     new_header_buffer,
 )
 
@@ -53,10 +67,24 @@ SETTLE_QUIET_SECONDS = 1.0
 SETTLE_LIMIT_SECONDS = 10.0
 """On SIGTERM: the most the server waits for the round in progress; well inside the default
 30 s grace period, leaving the rest for writing the checkpoint."""
+MAX_TABLES = 4096
+"""Embedding tables one job may declare: bounds what declarations alone can make a server hold."""
+LOGGED_REFUSALS = 10
+"""Refused non-finite pushes logged one by one; after these, every hundredth."""
+
+_SHORT = {torch.float32: 0x7FA5A5A5, torch.int64: -0x5A5A5A5A5A5A5A5A}
+"""Written at the end of every receive buffer (and of each of its chunks) before the receive: a
+message shorter than announced leaves it there. As float32 the pattern is a NaN no arithmetic
+produces; as int64 it is negative, which no id, count or header's last field may be."""
 
 
 class ModelMismatchError(PsjobError):
     """Workers disagree about the model; a restart would not fix that (exit code 1)."""
+
+
+class NonFiniteError(PsjobError):
+    """Worker 0's initial values or a table's init_scale hold NaN or Inf (exit code 1): the
+    restarted worker would send the same."""
 
 
 class TerminatedError(PsjobError):
@@ -71,10 +99,27 @@ class _Link:
 
     worker: int
     rank: int
-    header_buf: torch.Tensor
+    peer: str
+    """How logs name it, e.g. `worker 1 (rank 3)`."""
+    header_buf: torch.Tensor = field(
+        default_factory=lambda: torch.zeros(HEADER_ROOM, dtype=torch.int64)
+    )
+    reply_buf: torch.Tensor = field(default_factory=new_header_buffer)
     grad: torch.Tensor | None = None
-    sparse: SparseGrads = field(default_factory=list)
-    """Row gradients of SPARSE_PUSH, held until the worker's next PUSH_PULL applies them."""
+    sparse: dict[int, tuple[TableShard, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    """Row gradients of SPARSE_PUSH by table (one each), until the next PUSH_PULL applies them."""
+    non_finite: bool = False
+    """A SPARSE_PUSH of this step held NaN or Inf: the step's whole push is refused."""
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.view(torch.int32) if tensor.dtype == torch.float32 else tensor
+
+
+def _is_finite(values: torch.Tensor) -> bool:
+    """True when no element is NaN or Inf; a sum first, since it is ~30 times cheaper and finite
+    whenever every element is (the exact check runs only when the sum overflowed or is not)."""
+    return math.isfinite(float(values.sum())) or bool(torch.isfinite(values).all())
 
 
 class ParameterServer:
@@ -97,6 +142,13 @@ class ParameterServer:
         self.restored: checkpoint.Checkpoint | None = None
         self.last_checkpoint = -1
         self.total = 0
+        self.refuse_non_finite = ctx.training.refuse_non_finite
+        self.refused = 0
+        """Pushes refused for NaN or Inf (counted under `changed`)."""
+        self.init_lock = threading.Lock()
+        self.memory_limit = capacity.memory_limit_bytes()
+        self.held_bytes = 0
+        """Values and optimizer state allocated for the slice and the table shards."""
         self.serving: dict[Op, Callable[[_Link, Header], bool]] = {
             Op.INIT: self._on_init,
             Op.DECLARE_TABLE: self._on_declare_table,
@@ -136,6 +188,7 @@ class ParameterServer:
             optimizer.state.update(state)
             optimizer.step = int(saved["step"])
             self.tables[spec.table] = TableShard(spec, index, servers, rows, optimizer)
+            self.held_bytes += rows.nbytes + sum(t.nbytes for t in state.values())
         self.restored = found
         self.last_checkpoint = found.step
         print(
@@ -174,9 +227,27 @@ class ParameterServer:
             ],
         }
 
+    def _state_is_finite(self, gate: Gate) -> bool:
+        """Whether the slice, the table shards and all their optimizer state are finite."""
+        tensors = [gate.params.detach()]
+        tensors += [t for t in gate.optimizer.state_dict()["state"].get(0, {}).values()]
+        for shard in self.tables.values():
+            tensors += [shard.rows, *shard.optimizer.state.values()]
+        return all(
+            _is_finite(t) for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()
+        )
+
     def write_checkpoint(self, gate: Gate, why: str) -> None:
         """Write this server's file for the gate's step (call with the gate's lock held)."""
         if self.checkpoint_root is None or gate.step == self.last_checkpoint:
+            return
+        if self.refuse_non_finite and not self._state_is_finite(gate):
+            kept = f"step {self.last_checkpoint}" if self.last_checkpoint >= 0 else "none yet"
+            log(
+                f"server {self.ctx.replica_index}: checkpoint step {gate.step} ({why}) skipped: "
+                f"the parameters or optimizer state hold NaN or Inf; the newest finite checkpoint "
+                f"({kept}) stays (spec.training.refuseNonFinite)"
+            )
             return
         started = time.monotonic()
         path = checkpoint.write(
@@ -190,9 +261,10 @@ class ParameterServer:
         self.last_checkpoint = gate.step
         size = path.stat().st_size
         elapsed = time.monotonic() - started
+        refused = f"; {self.refused} non-finite pushes refused so far" if self.refused else ""
         print(
             f"server {self.ctx.replica_index}: checkpoint step {gate.step} ({why}) "
-            f"{size / 1e6:.1f} MB in {elapsed:.2f} s -> {path}",
+            f"{size / 1e6:.1f} MB in {elapsed:.2f} s -> {path}{refused}",
             flush=True,
         )
 
@@ -252,12 +324,12 @@ class ParameterServer:
             step = found.step
             gate.restore(step if gate.counts_rounds else step * workers, [step] * workers)
 
-    def _wait_ready(self, worker: int) -> Gate:
+    def _wait_ready(self, link: _Link) -> Gate:
         timeout = self.ctx.training.timeout_seconds
         if not self.ready.wait(timeout):
             raise PeerLostError(
                 f"worker 0 did not send the initial parameters within {timeout} s "
-                f"(worker {worker} is waiting for them)"
+                f"({link.peer} is waiting for them)"
             )
         assert self.gate is not None
         return self.gate
@@ -272,54 +344,127 @@ class ParameterServer:
 
     # --- tables ------------------------------------------------------------------------------
 
-    def _declare(self, header: Header, init_scale: float) -> None:
-        spec = TableSpec(header.extra[0], header.numel, header.extra[1])
+    def _create_table(self, spec: TableSpec, init_scale: float) -> None:
+        """Worker 0's declaration of a new table (call with `changed` held)."""
+        index, servers = self.ctx.replica_index, self.ctx.num_servers
+        rows = shard_rows(spec.num_rows, index, servers)
+        capacity.check_fits(
+            f"worker 0's {spec} (server {index}'s shard of {rows} rows)",
+            rows * spec.dim,
+            capacity.sparse_copies(self.ctx.training.optimizer),
+            self.held_bytes,
+            self.memory_limit,
+        )
+        shard = TableShard.create(spec, index, servers, self.ctx.training.optimizer, init_scale)
+        self.held_bytes += shard.rows.nbytes + sum(t.nbytes for t in shard.optimizer.state.values())
+        self.tables[spec.table] = shard
+        self.changed.notify_all()
+
+    def _declare(self, link: _Link, spec: TableSpec, init_scale: float) -> None:
         with self.changed:
-            if header.worker == 0 and spec.table not in self.tables:
-                self.tables[spec.table] = TableShard.create(
-                    spec,
-                    self.ctx.replica_index,
-                    self.ctx.num_servers,
-                    self.ctx.training.optimizer,
-                    init_scale,
-                )
-                self.changed.notify_all()
+            if link.worker == 0 and spec.table not in self.tables:
+                self._create_table(spec, init_scale)
             timeout = self.ctx.training.timeout_seconds
             if not self.changed.wait_for(lambda: spec.table in self.tables, timeout):
                 raise PeerLostError(
                     f"worker 0 did not declare table {spec.table} within {timeout} s "
-                    f"(worker {header.worker} declared it)"
+                    f"({link.peer} declared it)"
                 )
             existing = self.tables[spec.table].spec
         if existing != spec:
             where = "the checkpoint" if self.restored is not None else "worker 0"
             error = checkpoint.CheckpointMismatchError if self.restored else TableMismatchError
-            raise error(f"worker {header.worker} declares {spec}, but {where} has {existing}")
+            raise error(f"{link.peer} declares {spec}, but {where} has {existing}")
 
-    def _table(self, header: Header) -> TableShard:
+    def _table(self, link: _Link, header: Header) -> TableShard:
+        """The declared table a sparse request names, with its id count checked."""
         shard = self.tables.get(header.extra[0])
-        if shard is None or shard.spec.dim != header.extra[1]:
-            raise ProtocolError(f"worker {header.worker} used undeclared table {header.extra[0]}")
+        if shard is None:
+            known = f"0..{len(self.tables) - 1}" if self.tables else "none"
+            raise self._bad(link, header, f"extra0 (table) is {header.extra[0]}, declared: {known}")
+        if shard.spec.dim != header.extra[1]:
+            raise self._bad(link, header, f"extra1 (dim) is {header.extra[1]}, {shard.spec}")
+        held = shard.rows.shape[0]
+        if header.numel > held:
+            raise self._bad(
+                link,
+                header,
+                f"numel (ids) is {header.numel}, more than the {held} rows of {shard.spec} on "
+                f"server {self.ctx.replica_index} (send each id once)",
+            )
         return shard
 
     # --- serving -----------------------------------------------------------------------------
 
-    def _recv(self, tensor: torch.Tensor, rank: int, what: str) -> torch.Tensor:
-        self.transport.recv(tensor, rank, TAG_PAYLOAD, what).wait()
+    def _bad(self, link: _Link, header: Header, problem: str) -> ProtocolError:
+        return ProtocolError(
+            f"server {self.ctx.replica_index}: {link.peer} sent a bad {header.op.name} request: "
+            f"{problem}; it is served no more (a peer running the same psjob_runtime never sends "
+            "this: a bug, a corrupted message or a hostile process)"
+        )
+
+    def _recv_exact(
+        self, link: _Link, header: Header, tensor: torch.Tensor, what: str
+    ) -> torch.Tensor:
+        """Receive `tensor` whole: a message shorter than announced is refused, not half-read.
+
+        Gloo completes a receive with however many bytes arrived, up to the buffer's size, and
+        reports no count; so the last element of every chunk starts as a marker no sender can
+        write without being refused anyway, and a marker still in place means a short message.
+        """
+        bits = _bits(tensor.view(-1))
+        per_chunk = max(1, self.transport.chunk_bytes // tensor.element_size())
+        ends = [
+            min(start + per_chunk, tensor.numel()) - 1
+            for start in range(0, tensor.numel(), per_chunk)
+        ]
+        marker = _SHORT[tensor.dtype]
+        bits[ends] = marker
+        self.transport.recv(tensor, link.rank, TAG_PAYLOAD, what).wait()
+        if ends and bool((bits[ends] == marker).any()):
+            raise self._bad(link, header, f"its {what} were shorter than the header announced")
         return tensor
+
+    def _next_header(self, link: _Link) -> Header:
+        """Receive and check one request header; the handlers check the op's own fields."""
+        raw = link.header_buf
+        raw[HEADER_LEN - 1] = _SHORT[torch.int64]
+        self.transport.recv(raw, link.rank, TAG_HEADER, "waiting for its next request").wait()
+        where = f"server {self.ctx.replica_index}: {link.peer}"
+        if int(raw[0]) == PROTOCOL_VERSION and int(raw[HEADER_LEN - 1]) == _SHORT[torch.int64]:
+            raise ProtocolError(f"{where} sent a header shorter than {HEADER_LEN} int64 values")
+        try:
+            header = Header.decode(raw)
+        except ProtocolVersionError as error:
+            raise ProtocolVersionError(f"{where}: {error}") from None
+        except ProtocolError as error:
+            raise ProtocolError(f"{where} sent a bad header: {error}") from None
+        if header.worker != link.worker:
+            raise self._bad(
+                link, header, f"its worker field is {header.worker}, its connection is {link.peer}"
+            )
+        if header.step < 0 or header.numel < 0:
+            raise self._bad(
+                link, header, f"step {header.step} and numel {header.numel} must be >= 0"
+            )
+        expected = expected_payload_bytes(header.op, header.numel, header.extra[1])
+        if header.payload != expected:
+            raise self._bad(
+                link,
+                header,
+                f"it announces payloads of {header.payload[0]} and {header.payload[1]} bytes, the "
+                f"op carries {expected[0]} and {expected[1]} (float32 values, int64 ids)",
+            )
+        return header
 
     def _serve_worker(self, worker: int) -> None:
         """Answer one worker's requests until it says DONE."""
-        link = _Link(worker, self.ctx.worker_rank(worker), new_header_buffer())
+        rank = self.ctx.worker_rank(worker)
+        link = _Link(worker, rank, self.ctx.describe_rank(rank))
         finished = False
         while not finished:
-            waiting = "waiting for its next request"
-            self.transport.recv(link.header_buf, link.rank, TAG_HEADER, waiting).wait()
-            header = Header.decode(link.header_buf)
-            serve = self.serving.get(header.op)
-            if serve is None:
-                raise ProtocolError(f"worker {worker} sent op {header.op.name}, not served here")
-            finished = serve(link, header)
+            header = self._next_header(link)
+            finished = self.serving[header.op](link, header)
 
     def _reply(self, link: _Link, header: Header, reply: torch.Tensor) -> None:
         what = f"parameters after step {header.step}"
@@ -328,61 +473,145 @@ class ParameterServer:
     # Each op's handler returns True once the worker has finished.
 
     def _on_init(self, link: _Link, header: Header) -> bool:
-        initial = self._recv(torch.empty(header.numel), link.rank, "initial parameters")
-        if not self.ready.is_set():
-            self._adopt_initial(initial, header.extra[0])
+        total, index = header.extra[0], self.ctx.replica_index
+        if link.worker != 0:
+            raise self._bad(link, header, "only worker 0 sends the initial parameters")
+        if total < 1:
+            raise self._bad(link, header, f"extra0 (the model's elements) is {total}, not >= 1")
+        part = balanced_slices(total, self.ctx.num_servers)[index]
+        if header.numel != part.numel:
+            raise self._bad(
+                link,
+                header,
+                f"numel is {header.numel}, but a model of {total} elements gives server {index} "
+                f"a slice of {part.numel}",
+            )
+        with self.init_lock:
+            if self.ready.is_set():
+                raise self._bad(link, header, "worker 0 sends its initial parameters only once")
+            copies = capacity.dense_copies(self.ctx.training.optimizer)
+            capacity.check_fits(
+                f"worker 0's model of {total} elements (server {index}'s slice of {part.numel})",
+                part.numel,
+                copies,
+                self.held_bytes,
+                self.memory_limit,
+            )
+            initial = self._recv_exact(link, header, torch.empty(part.numel), "initial parameters")
+            if self.refuse_non_finite and not _is_finite(initial):
+                raise NonFiniteError(
+                    f"server {index}: worker 0's initial parameters hold NaN or Inf (in server "
+                    f"{index}'s slice of {part.numel} elements): initialise the model with finite "
+                    "values (spec.training.refuseNonFinite refuses them)"
+                )
+            self.held_bytes += 4 * part.numel * copies
+            self._adopt_initial(initial, total)
         return False
 
     def _on_declare_table(self, link: _Link, header: Header) -> bool:
-        scale = self._recv(torch.empty(1), link.rank, "table declaration")
-        self._declare(header, float(scale[0]))
+        table, dim, rows = header.extra[0], header.extra[1], header.numel
+        if not 0 <= table <= min(len(self.tables), MAX_TABLES - 1):
+            raise self._bad(
+                link,
+                header,
+                f"extra0 (table) is {table}: tables are declared in order 0, 1, ... (this server "
+                f"knows {len(self.tables)}; at most {MAX_TABLES})",
+            )
+        if rows < 1 or dim < 1:
+            raise self._bad(
+                link, header, f"a table needs rows >= 1 and dim >= 1, got {rows} x {dim}"
+            )
+        scale = float(self._recv_exact(link, header, torch.empty(1), "table declaration")[0])
+        if self.refuse_non_finite and not math.isfinite(scale):
+            raise NonFiniteError(
+                f"server {self.ctx.replica_index}: {link.peer} declares table {table} with "
+                f"init_scale {scale}: pass a finite init_scale to session.embedding() "
+                "(spec.training.refuseNonFinite refuses it)"
+            )
+        self._declare(link, TableSpec(table, rows, dim), scale)
         return False
 
+    def _recv_ids(self, link: _Link, header: Header, shard: TableShard) -> torch.Tensor:
+        ids = torch.empty(header.numel, dtype=torch.int64)
+        self._recv_exact(link, header, ids, "row ids")
+        problem = shard.misplaced_ids(ids)
+        if problem is not None:
+            raise self._bad(link, header, problem)
+        return ids
+
     def _on_sparse_pull(self, link: _Link, header: Header) -> bool:
-        shard = self._table(header)
-        ids = self._recv(torch.empty(header.numel, dtype=torch.int64), link.rank, "row ids")
+        shard = self._table(link, header)
+        ids = self._recv_ids(link, header, shard)
         rows = shard.gather(ids, torch.empty(header.numel, shard.spec.dim))
         what = f"rows of table {shard.spec.table}"
         self.transport.send(rows, link.rank, TAG_REPLY, what).wait()
         return False
 
     def _on_sparse_push(self, link: _Link, header: Header) -> bool:
-        shard = self._table(header)
-        ids = self._recv(torch.empty(header.numel, dtype=torch.int64), link.rank, "row ids")
-        rows = torch.empty(header.numel, shard.spec.dim)
-        link.sparse.append((shard, ids, self._recv(rows, link.rank, "row gradients")))
+        shard = self._table(link, header)
+        if shard.spec.table in link.sparse:
+            raise self._bad(
+                link,
+                header,
+                f"a second push of table {shard.spec.table} before its PUSH_PULL (one per table "
+                "and step)",
+            )
+        ids = self._recv_ids(link, header, shard)
+        grads = torch.empty(header.numel, shard.spec.dim)
+        self._recv_exact(link, header, grads, "row gradients")
+        link.sparse[shard.spec.table] = (shard, ids, grads)
+        if self.refuse_non_finite and not _is_finite(grads):
+            link.non_finite = True
         return False
 
     def _on_pull(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link.worker)
+        gate = self._wait_ready(link)
         self._check_size(header, gate)
         self._reply(link, header, gate.current(link.worker))
         return False
 
     def _on_resume(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link.worker)
+        gate = self._wait_ready(link)
         with gate.cond:
             saved = self.restored.step if self.restored else -1
             point = ResumePoint(step=gate.clock[link.worker], checkpoint_step=saved)
-        self._reply(link, header, point.encode(link.header_buf))
+        self._reply(link, header, point.encode(link.reply_buf))
         return False
 
+    def _refuse_push(self, link: _Link, header: Header, grad: torch.Tensor) -> None:
+        """Make a non-finite push count as a zero gradient, so every mode goes on as usual."""
+        grad.zero_()
+        with self.changed:
+            self.refused += 1
+            refused = self.refused
+        if refused <= LOGGED_REFUSALS or refused % 100 == 0:
+            log(
+                f"server {self.ctx.replica_index}: refused {link.peer}'s push of step "
+                f"{header.step}: it holds NaN or Inf; applied as a zero gradient "
+                f"({refused} refused so far; spec.training.refuseNonFinite)"
+            )
+
     def _on_push_pull(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link.worker)
+        gate = self._wait_ready(link)
         self._check_size(header, gate)
         if link.grad is None:
             link.grad = torch.empty_like(gate.params.detach())
-        what = f"gradient of step {header.step}"
-        self.transport.recv(link.grad, link.rank, TAG_PAYLOAD, what).wait()
-        reply = gate.push(link.worker, link.grad, link.sparse)
-        link.sparse = []
+        self._recv_exact(link, header, link.grad, f"gradient of step {header.step}")
+        sparse: SparseGrads = list(link.sparse.values())
+        if self.refuse_non_finite and (link.non_finite or not _is_finite(link.grad)):
+            self._refuse_push(link, header, link.grad)
+            sparse = []
+        link.sparse, link.non_finite = {}, False
+        reply = gate.push(link.worker, link.grad, sparse)
         self._reply(link, header, reply)
         return False
 
     def _on_done(self, link: _Link, header: Header) -> bool:
-        stats = self._wait_ready(link.worker).leave(link.worker)
+        stats = self._wait_ready(link).leave(link.worker)
+        with self.changed:
+            stats = replace(stats, refused_non_finite=self.refused)
         what = "final statistics"
-        self.transport.send(stats.encode(link.header_buf), link.rank, TAG_REPLY, what).wait()
+        self.transport.send(stats.encode(link.reply_buf), link.rank, TAG_REPLY, what).wait()
         return True
 
     def _drop(self, worker: int, error: PeerLostError) -> None:
@@ -446,7 +675,7 @@ class ParameterServer:
                 + ("final checkpoint written" if self.checkpoint_root else "no checkpoint dir")
             )
         if self.failure is not None:
-            if isinstance(self.failure, PeerLostError):
+            if isinstance(self.failure, PeerLostError | ProtocolVersionError):
                 self.final_checkpoint("a peer was lost")
             raise self.failure
         self.final_checkpoint("end of training")
@@ -473,11 +702,12 @@ def serve(ctx: JobContext) -> None:
     elapsed = time.monotonic() - started
     bound = f" (bound {ctx.training.staleness})" if ctx.training.staleness is not None else ""
     dropped = f"; dropped workers {server.dropped}" if server.dropped else ""
+    refused = f"; refused {server.refused} non-finite pushes" if server.refused else ""
     print(
         f"server {ctx.replica_index}: all {ctx.num_workers} workers finished{dropped}; "
         f"{gate.updates} updates of {gate.params.numel()} parameters and {len(server.tables)} "
         f"tables in {elapsed:.1f} s; mode {ctx.training.mode}; max lead over slowest worker "
-        f"{gate.max_lead}{bound}",
+        f"{gate.max_lead}{bound}{refused}",
         flush=True,
     )
     sys.stdout.flush()

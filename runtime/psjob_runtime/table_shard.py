@@ -84,17 +84,26 @@ class TableShard:
             spec, server, num_servers, rows, build_sparse_optimizer(settings, rows.shape)
         )
 
-    def local_index(self, ids: torch.Tensor) -> torch.Tensor:
-        """Local rows of global `ids`; refuses ids that belong elsewhere or do not exist."""
-        if ids.numel() and (
-            int(ids.min()) < 0
-            or int(ids.max()) >= self.spec.num_rows
-            or bool((ids % self.num_servers != self.server).any())
-        ):
-            raise TableMismatchError(
-                f"{self.spec}: server {self.server} of {self.num_servers} got ids outside its "
-                "shard; every process must use the same table shapes and server count"
+    def misplaced_ids(self, ids: torch.Tensor) -> str | None:
+        """What is wrong with global `ids` for this shard, or None when every one is its own.
+
+        The server asks before it uses ids a peer sent: an id out of range or of another
+        server's shard would read or write rows that do not exist here.
+        """
+        if not ids.numel():
+            return None
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.spec.num_rows:
+            return f"ids {low}..{high} outside {self.spec}"
+        if bool((ids % self.num_servers != self.server).any()):
+            return (
+                f"ids of another server's shard (server {self.server} of {self.num_servers} "
+                f"holds the ids with id % {self.num_servers} == {self.server})"
             )
+        return None
+
+    def local_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """Local rows of global `ids` (checked with `misplaced_ids` when they arrived)."""
         return ids // self.num_servers
 
     def gather(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

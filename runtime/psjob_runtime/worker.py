@@ -44,6 +44,7 @@ from psjob_runtime.wire import (
     Op,
     ResumePoint,
     ServerStats,
+    nbytes,
     new_header_buffer,
 )
 
@@ -136,7 +137,7 @@ class ParameterServerOptimizer:
 
     def _ask_resume(self) -> ResumePoint:
         """Where this worker continues: the earliest position any server saved for it."""
-        wait_all(self._headers_out(Op.RESUME))
+        wait_all(self._headers_out(Op.RESUME, payload=None))
         buffers = [new_header_buffer() for _ in self.slices]
         wait_all(
             self.session.transport.recv(buffer, part.server, TAG_REPLY, "resume point")
@@ -173,15 +174,21 @@ class ParameterServerOptimizer:
         if self._inbox is not self.flat.values:
             self.flat.values.copy_(self._inbox)
 
-    def _headers_out(self, op: Op) -> list[Transfer]:
+    def _headers_out(self, op: Op, payload: torch.Tensor | None) -> list[Transfer]:
+        """One header per server, announcing the bytes of its slice of `payload` (if any)."""
         transport = self.session.transport
         worker = self.session.ctx.replica_index
         extra = (self.flat.numel, 0, 0)
         return [
             transport.send(
-                Header(op, worker, self.steps, part.numel, extra).encode(
-                    self._headers[part.server]
-                ),
+                Header(
+                    op,
+                    worker,
+                    self.steps,
+                    part.numel,
+                    extra,
+                    (0, 0) if payload is None else (nbytes(payload[part.start : part.stop]), 0),
+                ).encode(self._headers[part.server]),
                 part.server,
                 TAG_HEADER,
                 f"{op.name} request",
@@ -197,13 +204,13 @@ class ParameterServerOptimizer:
         ]
 
     def _send_all(self, op: Op, payload: torch.Tensor) -> None:
-        wait_all(self._headers_out(op))
+        wait_all(self._headers_out(op, payload))
         wait_all(self._payloads_out(payload, op.name.lower()))
 
     def _start(self, op: Op, payload: torch.Tensor | None) -> None:
         """Send one request to every server at once and post the receipt of every reply slice."""
         transport = self.session.transport
-        wait_all(self._headers_out(op))
+        wait_all(self._headers_out(op, payload))
         sends = [] if payload is None else self._payloads_out(payload, f"gradient of {self.steps}")
         replies = [
             transport.recv(
@@ -219,7 +226,7 @@ class ParameterServerOptimizer:
     def close(self) -> list[ServerStats]:
         """Say DONE to every server and collect each one's statistics."""
         self.synchronize()
-        wait_all(self._headers_out(Op.DONE))
+        wait_all(self._headers_out(Op.DONE, payload=None))
         buffers = [new_header_buffer() for _ in self.slices]
         wait_all(
             self.session.transport.recv(buffer, part.server, TAG_REPLY, "final statistics")

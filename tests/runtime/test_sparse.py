@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from psjob_runtime.table_shard import TableSpec, initial_rows
-from psjob_runtime.wire import TAG_PAYLOAD, TAG_REPLY
+from psjob_runtime.wire import HEADER_LEN, TAG_PAYLOAD, TAG_REPLY
 from torch import nn
 
 from tests.runtime.jobs import run_recorder
@@ -106,7 +106,7 @@ def test_only_the_touched_rows_cross_the_wire(tmp_path: Path) -> None:
     sent, received = record["wire"]["sent"][TAG_PAYLOAD], record["wire"]["received"][TAG_REPLY]
     init_and_declare = dense + 2 * 4  # worker 0's initial parameters; the init scale per server
     assert sent == init_and_declare + steps * dense + unique * (ids + ids + row)
-    resume_points = 2 * 8 * 8
+    resume_points = 2 * HEADER_LEN * 8  # one int64 reply header per server
     assert received == (steps + 1) * dense + resume_points + unique * row
     assert record["traffic"]["rows_pulled"] == record["traffic"]["rows_pushed"] == unique
     assert unique * row < table_rows * row / 1000  # what a dense exchange of the table moves

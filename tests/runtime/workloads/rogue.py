@@ -1,0 +1,74 @@
+"""A job member that sends whatever requests its script says: the tests' misbehaving worker.
+
+It joins and authenticates like a real worker (it holds the job's secret), then sends the requests
+listed in spec.training.config["script"] to server 0 exactly as written, whatever the protocol
+says, and lingers `linger` seconds before leaving so the server has time to act on the last one.
+Each request is a dict: op (name), worker, step, numel, extra, payload (announced bytes; default:
+what its messages hold), messages (payloads: dtype, count, fill), header_len (fields to send,
+default the full header), reply (dtype and count to receive, optional).
+"""
+
+import datetime
+import os
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from psjob_runtime.auth import join_job
+from psjob_runtime.contract import read_context
+from psjob_runtime.wire import (
+    HEADER_LEN,
+    TAG_HEADER,
+    TAG_PAYLOAD,
+    TAG_REPLY,
+    Header,
+    Op,
+    nbytes,
+)
+
+WAIT = datetime.timedelta(seconds=5)
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
+
+
+def _tensor(spec: dict[str, Any]) -> torch.Tensor:
+    return torch.full((spec["count"],), spec.get("fill", 0), dtype=DTYPES[spec["dtype"]])
+
+
+def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
+    messages = [_tensor(spec) for spec in request.get("messages", [])]
+    announced = [nbytes(m) for m in messages] + [0, 0]
+    header = Header(
+        Op[request["op"]],
+        request.get("worker", 0),
+        request.get("step", 0),
+        request.get("numel", 0),
+        tuple(request.get("extra", (0, 0, 0))),  # type: ignore[arg-type]
+        tuple(request.get("payload", announced[:2])),  # type: ignore[arg-type]
+    ).encode(torch.zeros(HEADER_LEN, dtype=torch.int64))
+    header[0] = request.get("version", header[0])
+    group.send([header[: request.get("header_len", HEADER_LEN)]], 0, TAG_HEADER).wait(WAIT)
+    for message in messages:
+        group.send([message], 0, TAG_PAYLOAD).wait(WAIT)
+    if "reply" in request:
+        group.recv([_tensor({**request["reply"], "fill": 0})], 0, TAG_REPLY).wait(WAIT)
+
+
+def main() -> None:
+    ctx = read_context()
+    join_job(ctx)
+    group = dist.group.WORLD
+    assert group is not None
+    for index, request in enumerate(ctx.training.config["script"]):
+        try:
+            send_request(group, request)
+        except RuntimeError as error:  # the server refused and left: nothing more to send
+            print(f"rogue: request {index} ({request['op']}) not completed: {error}", flush=True)
+            break
+        print(f"rogue: sent request {index} ({request['op']})", flush=True)
+    time.sleep(float(ctx.training.config.get("linger", 3)))
+    os._exit(0)  # without gloo's shutdown, which would wait on a server that may be gone
+
+
+if __name__ == "__main__":
+    main()
