@@ -6,11 +6,14 @@
 Servers run `python -m psjob_runtime server`, workers run the given command. Output is prefixed
 with the process's name; worker 0's progress line is redrawn in place on a terminal. The first
 process to fail stops all others and its exit code becomes the launcher's (a signal death N
-becomes 128+N, as in a shell); Ctrl-C stops everything.
+becomes 128+N, as in a shell); Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop everything.
+On Linux the children are tied to the launcher: if it dies, even by SIGKILL, each one gets
+SIGTERM (servers then write their final checkpoint), so none is left training for nobody.
 """
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, NoReturn
 
@@ -31,7 +35,11 @@ from psjob_runtime.errors import ExitCode
 from psjob_runtime.progress import PROGRESS_PREFIX
 from psjob_runtime.training import TrainingSettings
 
-STOP_GRACE_SECONDS = 5.0
+STOP_GRACE_SECONDS = 30.0
+"""SIGTERM to SIGKILL when stopping: a server on SIGTERM may wait up to its settle limit
+(server.SETTLE_LIMIT_SECONDS, 10 s) for the round in progress and then writes its final
+checkpoint, so give it what Kubernetes gives a pod by default. (Not derived from that constant:
+server.py imports torch, which the launcher never loads; a test keeps the two in order.)"""
 CAUSE_GRACE_SECONDS = 2.0
 """How long a lost-peer exit waits for the peer's own exit, which names the real cause."""
 _EXIT_MEANINGS = {
@@ -39,6 +47,10 @@ _EXIT_MEANINGS = {
     int(ExitCode.RETRYABLE): "retryable: a peer was lost or timed out",
     int(ExitCode.CONFIG_ERROR): "configuration error",
 }
+
+
+_PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when the thread that started it ends."""
 
 
 @dataclass(frozen=True)
@@ -137,14 +149,26 @@ class Console:
         if self.live and text.startswith(PROGRESS_PREFIX):
             if source != "worker-0":
                 return
-            self.out.write(f"\r\033[K[{source}] {text}")
+            self._write(f"\r\033[K[{source}] {text}")
             self._progress_shown = True
         else:
             if self._progress_shown:
-                self.out.write("\n")
+                self._write("\n")
                 self._progress_shown = False
-            self.out.write(f"[{source}] {text}\n")
-        self.out.flush()
+            self._write(f"[{source}] {text}\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError:
+            # The terminal closed (EIO) or a pipe's reader left (EPIPE). Nobody reads on, but
+            # the job must still be stopped and its exit code kept, so the rest goes to
+            # /dev/null (Python would fail its last flush at exit and change the code to 120).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())
+            os.close(devnull)
+            self.out.flush()
 
     def note(self, text: str) -> None:
         self.line("launch", text)
@@ -163,6 +187,12 @@ class Job:
             self.lines.put((name, raw.decode(errors="replace").rstrip("\r\n")))
 
     def start(self) -> None:
+        """Start every process, then the threads that read their output.
+
+        In that order because the tie to the launcher runs between fork and exec, which is safe
+        only while no other thread can hold a lock the child would need.
+        """
+        tie = _tied_to(os.getpid())
         for plan in self.plans:
             proc = subprocess.Popen(
                 plan.argv,
@@ -170,11 +200,13 @@ class Job:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the launcher, which stops everyone.
+                preexec_fn=tie,
             )
-            assert proc.stdout is not None
             self.procs[plan.name] = proc
             self.console.note(f"started {plan.name} (rank {plan.rank}) pid {proc.pid}")
-            pump = threading.Thread(target=self._pump, args=(plan.name, proc.stdout), daemon=True)
+        for name, proc in self.procs.items():
+            assert proc.stdout is not None
+            pump = threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True)
             pump.start()
             self.pumps.append(pump)
 
@@ -256,6 +288,28 @@ class Job:
                 self.console.note(f"all {len(self.procs)} processes succeeded in {elapsed:.1f} s")
                 return 0
             time.sleep(0.05)
+
+
+def _tied_to(launcher: int) -> Callable[[], None] | None:
+    """What each child runs before exec so that it gets SIGTERM when the launcher dies.
+
+    A parent-death signal reaches a child even when the launcher is SIGKILLed (it survives exec);
+    SIGTERM rather than SIGKILL so that a server still writes its final checkpoint. It fires
+    when the thread that forked the child ends: `Job.start` runs in the main thread. Linux only
+    (prctl); elsewhere the children of a killed launcher live on.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def tie() -> None:
+        # The launcher's own handler, inherited until exec, would swallow an early death signal.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != launcher:  # it died before the tie was made
+            os._exit(128 + signal.SIGTERM)
+
+    return tie
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -342,8 +396,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         job.finish_output()
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: terminal closed
+        signal.signal(signum, interrupted)
     sys.exit(job.run())
 
 
