@@ -4,8 +4,8 @@ It joins and authenticates like a real worker (it holds the job's secret), then 
 listed in spec.training.config["script"] to server 0 exactly as written, whatever the protocol
 says, and lingers `linger` seconds before leaving so the server has time to act on the last one.
 Each request is a dict: op (name), worker, step, numel, extra, payload (announced bytes; default:
-what its messages hold), messages (payloads: dtype, count, fill), header_len (fields to send,
-default the full header), reply (dtype and count to receive, optional).
+what its messages hold), messages (payloads: dtype, count, fill, with "nan" and "inf" as strings),
+header_len (fields to send, default the full header), reply (dtype and count to receive, optional).
 """
 
 import datetime
@@ -32,7 +32,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int
 
 
 def _tensor(spec: dict[str, Any]) -> torch.Tensor:
-    return torch.full((spec["count"],), spec.get("fill", 0), dtype=DTYPES[spec["dtype"]])
+    fill = spec.get("fill", 0)  # "nan", "inf": JSON has no literal for them
+    fill = float(fill) if isinstance(fill, str) else fill
+    return torch.full((spec["count"],), fill, dtype=DTYPES[spec["dtype"]])
 
 
 def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
