@@ -49,10 +49,10 @@ def test_every_pod_of_a_job_reads_its_own_secret_and_it_goes_with_the_job(
     psjobs.wait_no_pods("alpha", timeout=60)
     eventually(
         lambda: (
-            not [
-                s
-                for s in psjobs.core.list_namespaced_secret(psjobs.namespace).items
-                if s.metadata.name == "alpha-psjob-auth"
+            "alpha-psjob-auth"
+            not in [
+                s["metadata"]["name"]
+                for s in raw(psjobs.core.list_namespaced_secret, psjobs.namespace)["items"]
             ]
         ),
         "alpha's Secret to be garbage-collected",
