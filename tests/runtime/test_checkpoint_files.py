@@ -219,3 +219,28 @@ def test_a_full_disk_is_retryable_names_the_folder_and_keeps_the_older_checkpoin
     kept = [checkpoint.step_dir(store, step) for step in (2, 4)]
     left = output.split("=== left in the store")[1].split()
     assert left == [str(path) for folder in kept for path in (folder, folder / "server-0-of-1.pt")]
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command (a file crafted to execute code on restore)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_file_that_would_run_code_when_loaded_is_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, marker = tmp_path / "store", tmp_path / "code-ran"
+    write_job(root, MINE, step=5)
+    files = saved_servers(20, 10, 2, servers=2, step=10)
+    files[1]["dense"]["values"] = _RunsCode(marker)
+    for saved in files:
+        checkpoint.write(root, saved["server"], 2, 10, saved, owner=MINE)
+    found = checkpoint.latest(root, owner=MINE)
+    assert found is not None and found.step == 5
+    assert not marker.exists()
+    assert f"{FILE} (UnpicklingError: Weights only load failed" in capsys.readouterr().err
