@@ -9,6 +9,7 @@ completes, never actions that the status forgot.
 
 import asyncio
 import functools
+import json
 import logging
 import secrets
 import time
@@ -50,6 +51,25 @@ RETRY_MAX_SECONDS = 300.0
 CREATION_GRACE_SECONDS = 30.0
 """How long a pod created by this process is assumed to exist before the watch shows it."""
 UNPROCESSABLE = 422
+FORBIDDEN = 403
+
+
+def _api_message(exc: ApiException) -> str:
+    """The message of the API server's Status, not the whole JSON around it."""
+    try:
+        return str(json.loads(exc.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.body or exc.reason)
+
+
+def _refused_for_good(exc: ApiException) -> bool:
+    """A pod the API server will refuse however often it is sent: invalid (422) or against the
+    namespace's Pod Security level (403 naming PodSecurity). Other 403s (the operator's own RBAC)
+    are retried: an administrator can fix those while the job waits.
+    """
+    if exc.status == UNPROCESSABLE:
+        return True
+    return exc.status == FORBIDDEN and "violates PodSecurity" in str(exc.body or exc.reason)
 
 
 def job_key(body: Mapping[str, Any]) -> Key:
@@ -339,8 +359,8 @@ class Reconciler:
                 *(self._call(self.kube.create, manifest) for manifest in manifests)
             )
         except ApiException as exc:
-            if exc.status == UNPROCESSABLE:
-                return f"the API server refused a pod of this job: {exc.body or exc.reason}"
+            if _refused_for_good(exc):
+                return f"the API server refused a pod of this job: {_api_message(exc)}"
             raise
         stamp = time.monotonic()
         for manifest in manifests:

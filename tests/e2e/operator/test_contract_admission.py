@@ -99,3 +99,19 @@ def test_a_restricted_operator_fails_a_host_level_job_naming_the_field(
     assert failed is not None and failed["reason"] == "ForbiddenPodTemplate"
     assert "spec.workers.template.spec.hostNetwork: shares the node's network" in failed["message"]
     assert psjobs.pods("hostile") == []
+
+
+def test_a_pod_refused_by_pod_security_fails_the_job_instead_of_retrying(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    # Pod Security Admission answers 403, not 422: without a rule for it the job stayed Pending
+    # with no reason while the operator retried forever.
+    label = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}
+    psjobs.core.patch_namespace(psjobs.namespace, label)
+    psjobs.apply(job_manifest("host", workers={"template": {"spec": {"hostNetwork": True}}}))
+    psjobs.wait_phase("host", "Failed", timeout=60)
+    failed = psjobs.condition("host", "Failed")
+    assert failed is not None and failed["reason"] == "InvalidPodTemplate"
+    assert 'violates PodSecurity "baseline:latest"' in failed["message"]
+    assert "hostNetwork" in failed["message"]
+    assert psjobs.pods("host") == []
