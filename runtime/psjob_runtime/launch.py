@@ -367,7 +367,11 @@ def _settings(args: argparse.Namespace) -> TrainingSettings:
                 },
                 "timeoutSeconds": args.timeout,
                 "checkpoint": (
-                    {"dir": args.checkpoint_dir, "everySteps": args.checkpoint_every}
+                    # The spec wants an absolute path; on a laptop a relative one is natural.
+                    {
+                        "dir": os.path.abspath(args.checkpoint_dir),
+                        "everySteps": args.checkpoint_every,
+                    }
                     if args.checkpoint_dir
                     else None
                 ),

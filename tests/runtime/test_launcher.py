@@ -90,11 +90,15 @@ def test_a_sigkilled_launchers_children_stop_and_the_server_writes_its_checkpoin
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
-    checkpointing = ("--checkpoint-dir", str(store), "--checkpoint-every", "100000")
+    # Relative, as on a laptop: the launcher makes it absolute, as the spec requires.
+    checkpointing = ("--checkpoint-dir", "store", "--checkpoint-every", "100000")
     log = tmp_path / "launch.log"
     with log.open("w") as out:
         launcher = subprocess.Popen(
-            hanging_job(tmp_path, *checkpointing), stdout=out, stderr=subprocess.STDOUT
+            hanging_job(tmp_path, *checkpointing),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
         )
     children: list[int] = []
     try:
