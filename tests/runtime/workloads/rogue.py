@@ -49,6 +49,7 @@ def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
         tuple(request.get("payload", announced[:2])),  # type: ignore[arg-type]
     ).encode(torch.zeros(HEADER_LEN, dtype=torch.int64))
     header[0] = request.get("version", header[0])
+    header[1] = request.get("op_code", header[1])
     group.send([header[: request.get("header_len", HEADER_LEN)]], 0, TAG_HEADER).wait(WAIT)
     for message in messages:
         group.send([message], 0, TAG_PAYLOAD).wait(WAIT)
