@@ -26,7 +26,7 @@ def request(
     return built
 
 
-def training(pushes: list[float | str], checkpoint_dir: Path | None = None) -> list[dict[str, Any]]:
+def training(pushes: list[float | str]) -> list[dict[str, Any]]:
     """INIT with ones, the first PULL, one PUSH_PULL per gradient value, DONE."""
     script = [request("INIT", fill=1.0, reply=False), request("PULL")]
     script += [request("PUSH_PULL", step=i, fill=g) for i, g in enumerate(pushes)]
@@ -34,12 +34,15 @@ def training(pushes: list[float | str], checkpoint_dir: Path | None = None) -> l
 
 
 def saved_values(folder: Path) -> torch.Tensor:
-    return torch.load(folder / "server-0-of-1.pt", weights_only=True)["dense"]["values"]
+    values: torch.Tensor = torch.load(folder / "server-0-of-1.pt", weights_only=True)["dense"][
+        "values"
+    ]
+    return values
 
 
 @pytest.mark.slow
 def test_a_nan_push_is_refused_counted_and_reported(tmp_path: Path) -> None:
-    pushes = [1.0, "nan", "inf", 1.0]
+    pushes: list[float | str] = [1.0, "nan", "inf", 1.0]
     end = run_rogue(
         tmp_path,
         training(pushes),

@@ -45,8 +45,8 @@ def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
         request.get("worker", 0),
         request.get("step", 0),
         request.get("numel", 0),
-        tuple(request.get("extra", (0, 0, 0))),  # type: ignore[arg-type]
-        tuple(request.get("payload", announced[:2])),  # type: ignore[arg-type]
+        tuple(request.get("extra", (0, 0, 0))),
+        tuple(request.get("payload", announced[:2])),
     ).encode(torch.zeros(HEADER_LEN, dtype=torch.int64))
     header[0] = request.get("version", header[0])
     header[1] = request.get("op_code", header[1])
