@@ -48,8 +48,8 @@ from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transport
 from psjob_runtime.wire import (
     HEADER_LEN,
-    HEADER_ROOM,
     PROTOCOL_VERSION,
+    REQUEST_PAYLOAD_OFFSET,
     TAG_HEADER,
     TAG_PAYLOAD,
     TAG_REPLY,
@@ -60,6 +60,9 @@ from psjob_runtime.wire import (
     ResumePoint,
     expected_payload_bytes,
     new_header_buffer,
+    new_request_buffer,
+    request_header,
+    request_payload,
 )
 
 SETTLE_QUIET_SECONDS = 1.0
@@ -101,11 +104,14 @@ class _Link:
     rank: int
     peer: str
     """How logs name it, e.g. `worker 1 (rank 3)`."""
-    header_buf: torch.Tensor = field(
-        default_factory=lambda: torch.zeros(HEADER_ROOM, dtype=torch.int64)
-    )
+    inbox: torch.Tensor = field(default_factory=lambda: new_request_buffer(0))
+    """Every request lands here: header room only until the slice exists, then room for the
+    largest request (a PUSH_PULL with the slice's gradient inline); shorter ones fit too."""
     reply_buf: torch.Tensor = field(default_factory=new_header_buffer)
-    grad: torch.Tensor | None = None
+    parts: torch.Tensor | None = None
+    """The slice's gradient as PUSH_PART requests bring it in, until PULL_AFTER_PARTS."""
+    parts_end: int | None = None
+    """Where the next part must end (None: no part since the last push; the slice's end)."""
     sparse: dict[int, tuple[TableShard, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     """Row gradients of SPARSE_PUSH by table (one each), until the next PUSH_PULL applies them."""
     non_finite: bool = False
@@ -157,6 +163,8 @@ class ParameterServer:
             Op.PULL: self._on_pull,
             Op.RESUME: self._on_resume,
             Op.PUSH_PULL: self._on_push_pull,
+            Op.PUSH_PART: self._on_push_part,
+            Op.PULL_AFTER_PARTS: self._on_pull_after_parts,
             Op.DONE: self._on_done,
         }
         """What each op a worker sends makes this server do, in its worker's thread."""
@@ -413,11 +421,7 @@ class ParameterServer:
         write without being refused anyway, and a marker still in place means a short message.
         """
         bits = _bits(tensor.view(-1))
-        per_chunk = max(1, self.transport.chunk_bytes // tensor.element_size())
-        ends = [
-            min(start + per_chunk, tensor.numel()) - 1
-            for start in range(0, tensor.numel(), per_chunk)
-        ]
+        ends = self._chunk_ends(tensor.numel(), tensor.element_size())
         marker = _SHORT[tensor.dtype]
         bits[ends] = marker
         self.transport.recv(tensor, link.rank, TAG_PAYLOAD, what).wait()
@@ -425,11 +429,31 @@ class ParameterServer:
             raise self._bad(link, header, f"its {what} were shorter than the header announced")
         return tensor
 
+    def _per_chunk(self, element_size: int) -> int:
+        return max(1, self.transport.chunk_bytes // element_size)
+
+    def _chunk_ends(self, numel: int, element_size: int) -> list[int]:
+        """The last element of every chunk the transport cuts `numel` elements into."""
+        per_chunk = self._per_chunk(element_size)
+        return [min(start + per_chunk, numel) - 1 for start in range(0, numel, per_chunk)]
+
     def _next_header(self, link: _Link) -> Header:
-        """Receive and check one request header; the handlers check the op's own fields."""
-        raw = link.header_buf
+        """Receive one request and check its header; the handlers check the op's own fields.
+
+        The receive is the inbox's first chunk: the whole request unless an inline payload is
+        larger than a chunk, whose rest `_inline_payload` receives once the header is checked.
+        Before the receive, the header's last field and the last element of each chunk of a
+        whole PUSH_PULL get the markers that only a short message leaves in place.
+        """
+        if self.gate is not None and link.inbox.numel() == REQUEST_PAYLOAD_OFFSET:
+            link.inbox = new_request_buffer(self.gate.params.numel())
+        inbox = link.inbox
+        raw = request_header(inbox)
         raw[HEADER_LEN - 1] = _SHORT[torch.int64]
-        self.transport.recv(raw, link.rank, TAG_HEADER, "waiting for its next request").wait()
+        if inbox.numel() > REQUEST_PAYLOAD_OFFSET:
+            _bits(inbox)[self._chunk_ends(inbox.numel(), 4)] = _SHORT[torch.float32]
+        first = inbox[: self._per_chunk(4)]
+        self.transport.recv(first, link.rank, TAG_HEADER, "waiting for its next request").wait()
         where = f"server {self.ctx.replica_index}: {link.peer}"
         if int(raw[0]) == PROTOCOL_VERSION and int(raw[HEADER_LEN - 1]) == _SHORT[torch.int64]:
             raise ProtocolError(f"{where} sent a header shorter than {HEADER_LEN} int64 values")
@@ -456,6 +480,20 @@ class ParameterServer:
                 f"op carries {expected[0]} and {expected[1]} (float32 values, int64 ids)",
             )
         return header
+
+    def _inline_payload(self, link: _Link, header: Header, gate: Gate) -> torch.Tensor:
+        """The rest of a request whose payload travels behind its header, checked whole."""
+        inbox, size = link.inbox, REQUEST_PAYLOAD_OFFSET + gate.params.numel()
+        if inbox.numel() != size:
+            raise self._bad(link, header, "it came before worker 0's initial parameters")
+        per_chunk = self._per_chunk(4)
+        if size > per_chunk:
+            what = f"gradient of step {header.step}"
+            self.transport.recv(inbox[per_chunk:], link.rank, TAG_HEADER, what).wait()
+        ends = self._chunk_ends(size, 4)
+        if bool((_bits(inbox)[ends] == _SHORT[torch.float32]).any()):
+            raise self._bad(link, header, "its gradient was shorter than the header announced")
+        return request_payload(inbox)
 
     def _serve_worker(self, worker: int) -> None:
         """Answer one worker's requests until it says DONE."""
@@ -594,17 +632,54 @@ class ParameterServer:
     def _on_push_pull(self, link: _Link, header: Header) -> bool:
         gate = self._wait_ready(link)
         self._check_size(header, gate)
-        if link.grad is None:
-            link.grad = torch.empty_like(gate.params.detach())
-        self._recv_exact(link, header, link.grad, f"gradient of step {header.step}")
+        grad = self._inline_payload(link, header, gate)
+        link.parts_end = None
+        self._apply_push(link, header, gate, grad)
+        return False
+
+    def _on_push_part(self, link: _Link, header: Header) -> bool:
+        gate = self._wait_ready(link)
+        self._check_size(header, gate)
+        offset, length = header.extra[0], header.extra[1]
+        end = header.numel if link.parts_end is None else link.parts_end
+        if length < 1 or offset + length != end or offset < 0:
+            raise self._bad(
+                link,
+                header,
+                f"extra0 (offset) {offset} and extra1 (length) {length} must end at element "
+                f"{end}: a step's parts run from the end of the slice to its start, each ending "
+                "where the previous one began",
+            )
+        if link.parts is None:
+            link.parts = torch.empty(header.numel)
+        part = link.parts[offset:end]
+        self._recv_exact(link, header, part, f"gradient part of step {header.step}")
+        link.parts_end = offset
+        return False
+
+    def _on_pull_after_parts(self, link: _Link, header: Header) -> bool:
+        gate = self._wait_ready(link)
+        self._check_size(header, gate)
+        if link.parts_end != 0 or link.parts is None:
+            covered = "none" if link.parts_end is None else f"{link.parts_end}..{header.numel}"
+            raise self._bad(
+                link,
+                header,
+                f"the parts since the last push cover elements {covered}, not the whole slice",
+            )
+        link.parts_end = None
+        self._apply_push(link, header, gate, link.parts)
+        return False
+
+    def _apply_push(self, link: _Link, header: Header, gate: Gate, grad: torch.Tensor) -> None:
+        """Hand one step's gradient (and the table rows pushed before it) to the gate; reply."""
         sparse: SparseGrads = list(link.sparse.values())
-        if self.refuse_non_finite and (link.non_finite or not _is_finite(link.grad)):
-            self._refuse_push(link, header, link.grad)
+        if self.refuse_non_finite and (link.non_finite or not _is_finite(grad)):
+            self._refuse_push(link, header, grad)
             sparse = []
         link.sparse, link.non_finite = {}, False
-        reply = gate.push(link.worker, link.grad, sparse)
+        reply = gate.push(link.worker, grad, sparse)
         self._reply(link, header, reply)
-        return False
 
     def _on_done(self, link: _Link, header: Header) -> bool:
         stats = self._wait_ready(link).leave(link.worker)

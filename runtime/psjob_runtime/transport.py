@@ -13,7 +13,7 @@ import datetime
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -122,13 +122,16 @@ class Transfer:
 
 @dataclass
 class ByteCounts:
-    """Bytes handed to gloo per tag, each way: what benchmarks and tests measure on the wire."""
+    """Bytes handed to gloo by kind, each way: what benchmarks and tests measure on the wire.
+
+    The kind is the tag a message travels under, except where the sender says otherwise: a
+    request that carries its payload behind its header counts the two apart (see `send`)."""
 
     sent: dict[int, int] = field(default_factory=dict)
     received: dict[int, int] = field(default_factory=dict)
 
-    def add(self, into: dict[int, int], tag: int, tensor: torch.Tensor) -> None:
-        into[tag] = into.get(tag, 0) + tensor.numel() * tensor.element_size()
+    def add(self, into: dict[int, int], tag: int, nbytes: int) -> None:
+        into[tag] = into.get(tag, 0) + nbytes
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,22 @@ class Transport:
     def timeout(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.ctx.training.timeout_seconds)
 
-    def send(self, tensor: torch.Tensor, dst: int, tag: int, what: str) -> Transfer:
-        """Start sending `tensor` to rank `dst`; call `.wait()` before touching it again."""
+    def send(
+        self,
+        tensor: torch.Tensor,
+        dst: int,
+        tag: int,
+        what: str,
+        count_as: Sequence[tuple[int, int]] | None = None,
+    ) -> Transfer:
+        """Start sending `tensor` to rank `dst`; call `.wait()` before touching it again.
+
+        `count_as`: (kind, bytes) pairs the message's bytes count as in `counts` (default: all
+        of them under `tag`)."""
         group = dist.group.WORLD
         assert group is not None, "join_group() must run first"
-        self.counts.add(self.counts.sent, tag, tensor)
+        for kind, nbytes in count_as or [(tag, tensor.numel() * tensor.element_size())]:
+            self.counts.add(self.counts.sent, kind, nbytes)
         return Transfer(
             post=lambda chunk: group.send([chunk], dst, tag),
             chunks=_chunks(tensor, self.chunk_bytes),
@@ -160,7 +174,7 @@ class Transport:
         """Start receiving into `tensor` from rank `src`; `.wait()` before reading it."""
         group = dist.group.WORLD
         assert group is not None, "join_group() must run first"
-        self.counts.add(self.counts.received, tag, tensor)
+        self.counts.add(self.counts.received, tag, tensor.numel() * tensor.element_size())
         return Transfer(
             post=lambda chunk: group.recv([chunk], src, tag),
             chunks=_chunks(tensor, self.chunk_bytes),

@@ -1,9 +1,13 @@
 """The wire protocol between workers and servers.
 
-Every request is a fixed-size header (ten int64 values) followed, for ops that carry data, by
-payload messages whose byte counts the header announces (chunked by the transport below 2 GiB).
-Replies carry no header: the worker knows what it asked for and so what size comes back. Headers
-and payloads use different tags so that a receiver can never mistake one for the other.
+A request is one message (tag 1) that starts with a header of HEADER_ROOM int64 slots, the
+first ten of them used. A dense gradient travels in that same message, right behind the header
+(`PUSH_PULL`): the server posts one receive sized for its slice's largest request, gloo accepts
+a shorter message into it, so a header-only request and a whole push each wake the server once.
+Payloads whose size the server cannot know before the header (INIT before the slice exists, ids
+and rows of the embedding tables, the parts of a gradient pushed during backward) follow their
+header as separate messages (tag 2) whose byte counts the header announces. Replies (tag 3) carry
+no header: the worker knows what it asked for and so what size comes back.
 
 The server trusts nothing in a header: it checks every field against what the op must carry for
 its slice and its tables before it allocates or receives anything (server.py), so a peer that
@@ -12,8 +16,10 @@ as something else. What no check can prevent: a message longer than the receive 
 for it aborts the process inside gloo (docs/security.md).
 
 Version 2 added the sparse-table ops, RESUME and the three `extra` header fields; version 3 the
-two payload byte counts. Headers are received into HEADER_ROOM slots so that a peer of a later
-version with a longer header is told about the version mismatch instead of aborting the server.
+two payload byte counts; version 4 the gradient inside the PUSH_PULL request and the gradient
+parts pushed during backward (PUSH_PART, PULL_AFTER_PARTS). Headers are received into at least
+HEADER_ROOM slots so that a peer of a later version with a longer header is told about the
+version mismatch instead of aborting the server.
 """
 
 from dataclasses import dataclass
@@ -23,10 +29,13 @@ import torch
 
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 HEADER_LEN = 10
 HEADER_ROOM = 16
-"""Slots of a server's header receive buffer: room for a longer header of a later version."""
+"""Slots of a server's header receive buffer: room for a longer header of a later version; a
+request with an inline payload puts it behind these slots (REQUEST_PAYLOAD_OFFSET floats)."""
+REQUEST_PAYLOAD_OFFSET = 2 * HEADER_ROOM
+"""Where an inline payload starts in a request, counted in float32 elements."""
 
 TAG_HEADER = 1
 TAG_PAYLOAD = 2
@@ -40,7 +49,7 @@ class Op(IntEnum):
     PULL = 2
     """Ask for the current parameters of the server's slice."""
     PUSH_PULL = 3
-    """Send a gradient for the slice, get the parameters to use for the next step."""
+    """The slice's gradient (inline, behind the header), get the parameters for the next step."""
     DONE = 4
     """The worker has finished; the server replies with its statistics (see ServerStats)."""
     RESUME = 5
@@ -53,6 +62,13 @@ class Op(IntEnum):
     SPARSE_PUSH = 8
     """numel ids, extra (table, dim); payloads int64 ids, float32 rows x dim gradients; no
     reply: the gradients join the worker's next PUSH_PULL, so the mode governs both."""
+    PUSH_PART = 9
+    """numel of the slice, extra (offset, length); payload float32 gradient of slice elements
+    offset..offset+length, sent while backward still runs. A step's parts come from the end of
+    the slice to its start, each ending where the previous one began; no reply."""
+    PULL_AFTER_PARTS = 10
+    """numel of the slice, no payload: the parts since the last push, covering the slice, are
+    this step's gradient; the reply is as for PUSH_PULL. A PUSH_PULL instead discards them."""
 
 
 class ProtocolError(PeerLostError):
@@ -75,10 +91,18 @@ def nbytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
+INLINE_OPS = frozenset({Op.PUSH_PULL})
+"""Ops whose payload travels in the request message itself, behind the header."""
+
+
 def expected_payload_bytes(op: Op, numel: int, dim: int) -> tuple[int, int]:
-    """What a well-formed request of `op` carries: float32 values and gradients, int64 ids."""
+    """What a well-formed request of `op` carries: float32 values and gradients, int64 ids.
+
+    `dim` is extra1: a table's row width, or a PUSH_PART's length."""
     if op in (Op.INIT, Op.PUSH_PULL):
         return 4 * numel, 0
+    if op is Op.PUSH_PART:
+        return 4 * dim, 0
     if op is Op.DECLARE_TABLE:
         return 4, 0
     if op is Op.SPARSE_PULL:
@@ -128,6 +152,21 @@ class Header:
 
 def new_header_buffer() -> torch.Tensor:
     return torch.zeros(HEADER_LEN, dtype=torch.int64)
+
+
+def new_request_buffer(numel: int, pin_memory: bool = False) -> torch.Tensor:
+    """A float32 request with room for the header in front of `numel` inline payload values."""
+    return torch.zeros(REQUEST_PAYLOAD_OFFSET + numel, pin_memory=pin_memory)
+
+
+def request_header(request: torch.Tensor) -> torch.Tensor:
+    """The header slots of a request buffer, as int64."""
+    return request[:REQUEST_PAYLOAD_OFFSET].view(torch.int64)
+
+
+def request_payload(request: torch.Tensor) -> torch.Tensor:
+    """The inline payload of a request buffer."""
+    return request[REQUEST_PAYLOAD_OFFSET:]
 
 
 @dataclass(frozen=True)

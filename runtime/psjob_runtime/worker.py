@@ -10,9 +10,12 @@
     session.finish()
 
 The model's parameters and gradients become views into two flat buffers, so a step moves one
-contiguous slice per server in each direction with no per-tensor messages and no copies (on a
-GPU, through pinned host buffers). Worker 0's initial parameters are sent to the servers and
-every worker starts from what the servers hold, so all workers start identical.
+contiguous slice per server in each direction with no per-tensor messages: each request is one
+message with the header in front of the gradient, and the reply lands in the parameters
+themselves (on a GPU, through pinned host buffers). In sync and ssp modes the gradient leaves in
+buckets while backward still runs, and step() only confirms it (backward_push.py). Worker 0's
+initial parameters are sent to the servers and every worker starts from what the servers hold,
+so all workers start identical.
 
 Embedding tables too large for a worker live on the servers (`session.embedding(...)`, see
 embedding.py). After a restart the servers restore a checkpoint; `session.start_step` says where
@@ -28,15 +31,18 @@ from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
 from psjob_runtime.auth import join_job
+from psjob_runtime.backward_push import BUCKET_BYTES, BackwardPush
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
 from psjob_runtime.embedding import ShardedEmbedding, TableClient
 from psjob_runtime.errors import ContractError, install_exit_hook
 from psjob_runtime.progress import ProgressReporter
-from psjob_runtime.sharding import balanced_slices
+from psjob_runtime.sharding import Slice, balanced_slices
 from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transfer, Transport, wait_all
 from psjob_runtime.wire import (
+    HEADER_LEN,
+    REQUEST_PAYLOAD_OFFSET,
     TAG_HEADER,
     TAG_PAYLOAD,
     TAG_REPLY,
@@ -44,8 +50,10 @@ from psjob_runtime.wire import (
     Op,
     ResumePoint,
     ServerStats,
-    nbytes,
     new_header_buffer,
+    new_request_buffer,
+    request_header,
+    request_payload,
 )
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
@@ -79,6 +87,11 @@ class FlatParameters:
                 offset = stop
         self.bind_grads()
 
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """Each parameter's [start, stop) range of the flat buffers, in parameter order."""
+        return list(self._offsets)
+
     def bind_grads(self) -> None:
         """Make every .grad a view of the flat buffer again, keeping what it holds.
 
@@ -86,16 +99,21 @@ class FlatParameters:
         writes straight into the flat buffer. Code that set grads to None (model.zero_grad())
         or replaced them is caught here; a parameter without a gradient counts as zero.
         """
-        for param, (start, stop) in zip(self.params, self._offsets, strict=True):
-            view = self.grads[start:stop].view_as(param)
-            grad = param.grad
-            if grad is not None and grad.data_ptr() == view.data_ptr():
-                continue
-            if grad is None:
-                view.zero_()
-            else:
-                view.copy_(grad)
-            param.grad = view
+        for index in range(len(self.params)):
+            self.bind_grad(index)
+
+    def bind_grad(self, index: int) -> None:
+        """`bind_grads` for one parameter (also called as backward produces its gradient)."""
+        param, (start, stop) = self.params[index], self._offsets[index]
+        view = self.grads[start:stop].view_as(param)
+        grad = param.grad
+        if grad is not None and grad.data_ptr() == view.data_ptr():
+            return
+        if grad is None:
+            view.zero_()
+        else:
+            view.copy_(grad)
+        param.grad = view
 
     @property
     def numel(self) -> int:
@@ -105,39 +123,71 @@ class FlatParameters:
 class ParameterServerOptimizer:
     """Stands in for a torch optimizer: `step()` pushes gradients and pulls parameters.
 
-    In sync and ssp modes `step()` returns with the new parameters in place. In async mode it
-    overlaps the exchange with the next step's compute: `step()` completes the previous exchange,
-    installs the parameters it brought, hands this step's gradient to the transport and returns
-    at once. A gradient is still applied once, on arrival; a worker just computes on parameters
-    one exchange older. `synchronize()` (called by `session.finish()`) completes the exchange in
-    flight.
+    Each request is one message per server: the header in front of that server's slice of the
+    gradient, copied into a request buffer (the copy a single-message request costs; it also
+    keeps the bytes on the wire apart from the next backward's).
+
+    In sync and ssp modes `step()` returns with the new parameters in place. Unless
+    `overlap_backward` is off, the gradient leaves in buckets while backward still runs, and
+    `step()` checks that it is still what was sent before it only asks for the parameters; any
+    difference (clipping, scaling) sends the whole gradient again and ends the overlap
+    (backward_push.py). In async mode `step()` overlaps the exchange with the next step's
+    compute instead: it completes the previous exchange, installs the parameters it brought,
+    hands this step's gradient to the transport and returns at once. A gradient is still applied
+    once, on arrival; a worker just computes on parameters one exchange older.
+    `synchronize()` (called by `session.finish()`) completes the exchange in flight.
     """
 
-    def __init__(self, session: "WorkerSession", params: Sequence[torch.nn.Parameter]):
+    def __init__(
+        self,
+        session: "WorkerSession",
+        params: Sequence[torch.nn.Parameter],
+        overlap_backward: bool = True,
+        bucket_bytes: int = BUCKET_BYTES,
+    ):
         self.session = session
         self.flat = FlatParameters(params)
         self.slices = balanced_slices(self.flat.numel, session.ctx.num_servers)
         self.overlap = session.ctx.training.mode is Mode.ASYNC
-        staged = self.flat.device.type == "cuda" or self.overlap
         # Gloo moves host memory: a GPU worker stages both directions through pinned buffers,
-        # and an overlapping worker needs buffers that the next forward/backward do not touch.
+        # and an overlapping worker receives into a buffer that the next forward/backward do
+        # not read.
         pin = self.flat.device.type == "cuda"
+        staged = pin or self.overlap
         self._inbox = torch.empty(self.flat.numel, pin_memory=pin) if staged else self.flat.values
-        self._outbox = torch.empty(self.flat.numel, pin_memory=pin) if staged else self.flat.grads
-        self._headers = [new_header_buffer() for _ in self.slices]
+        self._requests = [new_request_buffer(part.numel, pin) for part in self.slices]
+        """Per server: the header slots, then the slice of the gradient (of INIT's values)."""
         self._in_flight: list[Transfer] = []
+        self._backward: BackwardPush | None = None
         self.steps = 0
         if session.ctx.replica_index == 0:
-            self._outbox.copy_(self.flat.values)
-            self._send_all(Op.INIT, self._outbox)
-        self._start(Op.PULL, payload=None)
+            self._send_initial()
+        self._start(Op.PULL)
         self.synchronize()
         self.resume = self._ask_resume()
         self.steps = self.resume.step
+        if overlap_backward and not self.overlap:
+            self._backward = BackwardPush(
+                self.flat.params,
+                self.flat.offsets,
+                self.flat.grads,
+                self._requests,
+                self.slices,
+                session.transport,
+                session.ctx.replica_index,
+                self.flat.bind_grad,
+                bucket_bytes,
+            )
+            self._backward.step = self.steps
+
+    @property
+    def overlaps_backward(self) -> bool:
+        """Whether the next step's gradient leaves during backward (see backward_push.py)."""
+        return self._backward is not None and self._backward.active
 
     def _ask_resume(self) -> ResumePoint:
         """Where this worker continues: the earliest position any server saved for it."""
-        wait_all(self._headers_out(Op.RESUME, payload=None))
+        wait_all(self._requests_out(Op.RESUME))
         buffers = [new_header_buffer() for _ in self.slices]
         wait_all(
             self.session.transport.recv(buffer, part.server, TAG_REPLY, "resume point")
@@ -156,17 +206,27 @@ class ParameterServerOptimizer:
     def step(self) -> None:
         self.flat.bind_grads()
         self.synchronize()
+        backward = self._backward
+        confirmed = backward is not None and backward.active and backward.confirm()
         for table in self.session.tables:
             table.push()
-        if self._outbox is not self.flat.grads:
-            self._outbox.copy_(self.flat.grads)
-        self._start(Op.PUSH_PULL, payload=self._outbox)
+        if confirmed:
+            self._start(Op.PULL_AFTER_PARTS)
+        else:
+            for request, part in zip(self._requests, self.slices, strict=True):
+                request_payload(request).copy_(self.flat.grads[part.start : part.stop])
+            self._start(Op.PUSH_PULL)
         self.steps += 1
         if not self.overlap:
             self.synchronize()
 
     def synchronize(self) -> None:
-        """Complete the exchange in flight, if any, and install the parameters it brought."""
+        """Complete the exchange in flight, if any, and install the parameters it brought.
+
+        Also waits for the gradient parts still being pushed during backward, so that no other
+        message to the servers overtakes them."""
+        if self._backward is not None and self._backward.active:
+            self._backward.drain()
         if not self._in_flight:
             return
         pending, self._in_flight = self._in_flight, []
@@ -174,44 +234,46 @@ class ParameterServerOptimizer:
         if self._inbox is not self.flat.values:
             self.flat.values.copy_(self._inbox)
 
-    def _headers_out(self, op: Op, payload: torch.Tensor | None) -> list[Transfer]:
-        """One header per server, announcing the bytes of its slice of `payload` (if any)."""
-        transport = self.session.transport
-        worker = self.session.ctx.replica_index
+    def _header(self, op: Op, part: Slice) -> Header:
+        carried = 4 * part.numel if op in (Op.PUSH_PULL, Op.INIT) else 0
         extra = (self.flat.numel, 0, 0)
-        return [
-            transport.send(
-                Header(
-                    op,
-                    worker,
-                    self.steps,
-                    part.numel,
-                    extra,
-                    (0, 0) if payload is None else (nbytes(payload[part.start : part.stop]), 0),
-                ).encode(self._headers[part.server]),
-                part.server,
-                TAG_HEADER,
-                f"{op.name} request",
-            )
-            for part in self.slices
-        ]
+        worker = self.session.ctx.replica_index
+        return Header(op, worker, self.steps, part.numel, extra, (carried, 0))
 
-    def _payloads_out(self, source: torch.Tensor, what: str) -> list[Transfer]:
+    def _requests_out(self, op: Op) -> list[Transfer]:
+        """One request per server: the header alone, or (PUSH_PULL) with the gradient behind it.
+
+        An inline payload counts as payload bytes in the transport's counts, like a separate
+        one."""
         transport = self.session.transport
-        return [
-            transport.send(source[part.start : part.stop], part.server, TAG_PAYLOAD, what)
-            for part in self.slices
-        ]
+        sends = []
+        for request, part in zip(self._requests, self.slices, strict=True):
+            self._header(op, part).encode(request_header(request))
+            if op is Op.PUSH_PULL:
+                header_bytes = 4 * REQUEST_PAYLOAD_OFFSET
+                count = [(TAG_HEADER, header_bytes), (TAG_PAYLOAD, 4 * part.numel)]
+                message, what = request, f"gradient of step {self.steps}"
+            else:
+                message, what, count = request[: 2 * HEADER_LEN], f"{op.name} request", None
+            sends.append(transport.send(message, part.server, TAG_HEADER, what, count))
+        return sends
 
-    def _send_all(self, op: Op, payload: torch.Tensor) -> None:
-        wait_all(self._headers_out(op, payload))
-        wait_all(self._payloads_out(payload, op.name.lower()))
+    def _send_initial(self) -> None:
+        """Worker 0's INIT: the header, then the slice's values as their own message (the
+        server sizes its buffers from this request, so it cannot have posted room for it)."""
+        transport = self.session.transport
+        wait_all(self._requests_out(Op.INIT))
+        payloads = []
+        for request, part in zip(self._requests, self.slices, strict=True):
+            payload = request_payload(request)
+            payload.copy_(self.flat.values[part.start : part.stop])
+            payloads.append(transport.send(payload, part.server, TAG_PAYLOAD, "init"))
+        wait_all(payloads)
 
-    def _start(self, op: Op, payload: torch.Tensor | None) -> None:
+    def _start(self, op: Op) -> None:
         """Send one request to every server at once and post the receipt of every reply slice."""
         transport = self.session.transport
-        wait_all(self._headers_out(op, payload))
-        sends = [] if payload is None else self._payloads_out(payload, f"gradient of {self.steps}")
+        sends = self._requests_out(op)
         replies = [
             transport.recv(
                 self._inbox[part.start : part.stop],
@@ -226,7 +288,9 @@ class ParameterServerOptimizer:
     def close(self) -> list[ServerStats]:
         """Say DONE to every server and collect each one's statistics."""
         self.synchronize()
-        wait_all(self._headers_out(Op.DONE, payload=None))
+        if self._backward is not None:
+            self._backward.close()
+        wait_all(self._requests_out(Op.DONE))
         buffers = [new_header_buffer() for _ in self.slices]
         wait_all(
             self.session.transport.recv(buffer, part.server, TAG_REPLY, "final statistics")
@@ -269,12 +333,25 @@ class WorkerSession:
     def num_workers(self) -> int:
         return self.ctx.num_workers
 
-    def optimizer(self, model: torch.nn.Module) -> ParameterServerOptimizer:
-        """Attach the model's trainable parameters to the servers; call once, after .to(device)."""
+    def optimizer(
+        self,
+        model: torch.nn.Module,
+        overlap_backward: bool = True,
+        bucket_bytes: int = BUCKET_BYTES,
+    ) -> ParameterServerOptimizer:
+        """Attach the model's trainable parameters to the servers; call once, after .to(device).
+
+        `overlap_backward` (sync and ssp modes): push the gradient in buckets of about
+        `bucket_bytes` while backward runs. It is exact whatever runs between backward() and
+        step() (a changed gradient is sent again whole, and the overlap ends); turn it off to
+        skip the hooks and the check.
+        """
+        if bucket_bytes < 1:
+            raise ValueError(f"bucket_bytes must be >= 1, got {bucket_bytes}")
         if self._optimizer is not None:
             raise RuntimeError("session.optimizer() was already called: attach one model per job")
         params = [p for p in model.parameters() if p.requires_grad]
-        self._optimizer = ParameterServerOptimizer(self, params)
+        self._optimizer = ParameterServerOptimizer(self, params, overlap_backward, bucket_bytes)
         self._start_step = self._optimizer.resume.step
         return self._optimizer
 

@@ -8,7 +8,8 @@ a cut header. The server either refuses it (75, 78, or 1 for a model mismatch), 
 then loses the worker, which leaves (75), or finishes (0).
 
 Not generated: a message longer than the receive the server posts for it. Gloo aborts the process
-on that before any check of ours can run (test_protocol.py pins it; docs/security.md).
+on that before any check of ours can run (test_protocol.py pins it; docs/security.md). For a
+PUSH_PULL, whose gradient travels inside the request, that receive is the slice's gradient.
 """
 
 import os
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psjob_runtime.errors import ExitCode
-from psjob_runtime.wire import HEADER_LEN, Op
+from psjob_runtime.wire import HEADER_LEN, INLINE_OPS, Op
 
 from tests.runtime.protocol_jobs import run_rogue
 
@@ -126,9 +127,11 @@ def scripts(draw: st.DrawFn) -> list[dict[str, Any]]:
     payload = [mutated(value, draw) for value in announced[:2]]
     last["payload"] = payload
     # Messages no longer than what was announced for them: anything longer aborts in gloo.
+    # An inline payload shares the server's request buffer: no longer than the slice's gradient.
     last["messages"] = []
+    posted = 4 * MODEL if Op[op] in INLINE_OPS else MESSAGE_BYTES
     for bytes_ in payload:
-        room = min(max(bytes_, 0), MESSAGE_BYTES)
+        room = min(max(bytes_, 0), MESSAGE_BYTES, posted)
         if room == 0:
             break
         dtype = draw(st.sampled_from(sorted(WIDTH)))

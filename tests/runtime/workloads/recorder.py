@@ -34,6 +34,10 @@ class RecorderConfig(BaseModel):
     table_rows: int = 0
     ids_per_batch: int = 0
     """Draw ids from 0..ids_per_batch-1 only (0: the whole table), so batches share rows."""
+    clip_norm: float = 0.0
+    """Clip the gradient's norm to this between backward() and step() (0: no clipping)."""
+    bucket_bytes: int = 0
+    """The optimizer's bucket size for pushes during backward (0: its default)."""
 
 
 def build_model(seed: int) -> nn.Module:
@@ -59,7 +63,10 @@ def main() -> None:
     config = session.config_as(RecorderConfig)
     model = build_model(config.seed)
     table = session.embedding(config.table_rows, FEATURES) if config.table_rows else None
-    optimizer = session.optimizer(model)
+    if config.bucket_bytes:
+        optimizer = session.optimizer(model, bucket_bytes=config.bucket_bytes)
+    else:
+        optimizer = session.optimizer(model)
     loss_fn = nn.CrossEntropyLoss()
     losses = {}
     for step in range(session.start_step, config.steps):
@@ -70,6 +77,8 @@ def main() -> None:
             x = x + table(batch_ids(config.seed, step, session.worker_index, config.batch, high))
         loss = loss_fn(model(x), y)
         loss.backward()
+        if config.clip_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step()
         losses[step] = loss.item()
         print(f"step {step} done", flush=True)
@@ -77,6 +86,7 @@ def main() -> None:
             time.sleep(config.slow_seconds)
         if session.worker_index == config.hang_worker and step == config.hang_after_step:
             time.sleep(3600)
+    overlaps_backward = optimizer.overlaps_backward
     counts = session.transport.counts
     wire = {"sent": dict(counts.sent), "received": dict(counts.received)}
     traffic = None if table is None else dict(vars(table.traffic))
@@ -94,6 +104,7 @@ def main() -> None:
         "traffic": traffic,
         "wire": wire,
         "max_lead": [s.max_lead for s in stats],
+        "overlaps_backward": overlaps_backward,
     }
     torch.save(record, Path(config.out) / f"worker-{session.worker_index}.pt")
 

@@ -6,6 +6,8 @@ says, and lingers `linger` seconds before leaving so the server has time to act 
 Each request is a dict: op (name), worker, step, numel, extra, payload (announced bytes; default:
 what its messages hold), messages (payloads: dtype, count, fill, with "nan" and "inf" as strings),
 header_len (fields to send, default the full header), reply (dtype and count to receive, optional).
+An op whose payload travels inline (PUSH_PULL) sends its first message right behind the header's
+slots, in one message, as a real worker does.
 """
 
 import datetime
@@ -19,6 +21,8 @@ from psjob_runtime.auth import join_job
 from psjob_runtime.contract import read_context
 from psjob_runtime.wire import (
     HEADER_LEN,
+    HEADER_ROOM,
+    INLINE_OPS,
     TAG_HEADER,
     TAG_PAYLOAD,
     TAG_REPLY,
@@ -47,10 +51,15 @@ def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
         request.get("numel", 0),
         tuple(request.get("extra", (0, 0, 0))),
         tuple(request.get("payload", announced[:2])),
-    ).encode(torch.zeros(HEADER_LEN, dtype=torch.int64))
+    ).encode(torch.zeros(HEADER_ROOM, dtype=torch.int64))
     header[0] = request.get("version", header[0])
     header[1] = request.get("op_code", header[1])
-    group.send([header[: request.get("header_len", HEADER_LEN)]], 0, TAG_HEADER).wait(WAIT)
+    if Op[request["op"]] in INLINE_OPS and messages:
+        inline = messages.pop(0)
+        request_bytes = [header.view(torch.uint8), inline.view(-1).view(torch.uint8)]
+        group.send([torch.cat(request_bytes)], 0, TAG_HEADER).wait(WAIT)
+    else:
+        group.send([header[: request.get("header_len", HEADER_LEN)]], 0, TAG_HEADER).wait(WAIT)
     for message in messages:
         group.send([message], 0, TAG_PAYLOAD).wait(WAIT)
     if "reply" in request:
