@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from psjob_operator import metrics
 from psjob_operator.conditions import is_true
 from psjob_operator.kube import CONFLICT, Kube, Manifest
-from psjob_operator.models import ConditionType, Phase, PSJob
+from psjob_operator.models import ConditionType, Phase, PSJob, Role
+from psjob_operator.names import pod_name
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, Event, EventType, decide, fail_now
 from psjob_operator.pod_policy import REASON as POLICY_REASON
@@ -111,6 +112,7 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.pod_policy = pod_policy
+        self.api_threads = api_threads
         self.executor = ThreadPoolExecutor(api_threads, thread_name_prefix="psjob-api")
         self.jobs: dict[Key, Manifest] = {}
         self.pods: Mapping[Key, Iterable[PodView]] = {}
@@ -332,21 +334,18 @@ class Reconciler:
         }
         attempt = decision.status.attempt
         uid = job.metadata.uid or ""
-        digest = spec_hash(job)
-        manifests = [
-            render_pod(job, role, index, attempt, digest) for role, index in decision.create_pods
-        ]
-        waiting = [
-            self.created_at[(uid, m["metadata"]["name"], attempt)]
-            for m in manifests
-            if (uid, m["metadata"]["name"], attempt) in self.created_at
-        ]
+
+        def created(role: Role, index: int) -> float | None:
+            return self.created_at.get((uid, pod_name(job.metadata.name, role, index), attempt))
+
+        stamps = [created(role, index) for role, index in decision.create_pods]
+        waiting = [stamp for stamp in stamps if stamp is not None]
         if waiting:
             self._requeue(key, min(waiting) + CREATION_GRACE_SECONDS - now)
-        manifests = [
-            m for m in manifests if (uid, m["metadata"]["name"], attempt) not in self.created_at
+        missing = [
+            pod for pod, stamp in zip(decision.create_pods, stamps, strict=True) if stamp is None
         ]
-        if not manifests:
+        if not missing:
             return None
         try:
             await self._ensure_secret(job)
@@ -355,18 +354,35 @@ class Reconciler:
             group = render_pod_group(job)
             if group is not None and is_true(decision.status.conditions, ConditionType.POD_GROUP):
                 await self._call(self.kube.create_pod_group, group)
-            results = await asyncio.gather(
-                *(self._call(self.kube.create, manifest) for manifest in manifests)
-            )
+            await self._create_each(job, missing, attempt)
         except ApiException as exc:
             if _refused_for_good(exc):
                 return f"the API server refused a pod of this job: {_api_message(exc)}"
             raise
-        stamp = time.monotonic()
-        for manifest in manifests:
-            self.created_at[(uid, manifest["metadata"]["name"], attempt)] = stamp
-        metrics.PODS_CREATED.inc(sum(results))
         return None
+
+    async def _create_each(self, job: PSJob, pods: list[tuple[Role, int]], attempt: int) -> None:
+        """Create `pods` with one request in flight per API thread, each rendered in its turn.
+
+        Every pod lists every server's address (PSJOB_SERVER_ADDRS), so a pod of the largest
+        job (10,000 servers) renders to 590 KB: rendering and queueing its 20,000 pods at once
+        held 11.8 GB. Rendered in turn, the operator holds one pod per thread. The first
+        refusal ends the loop: the requests in flight finish, no new one starts.
+        """
+        uid = job.metadata.uid or ""
+        digest = spec_hash(job)
+        manifests = (render_pod(job, role, index, attempt, digest) for role, index in pods)
+
+        async def creator() -> None:
+            for manifest in manifests:
+                new = await self._call(self.kube.create, manifest)
+                self.created_at[(uid, manifest["metadata"]["name"], attempt)] = time.monotonic()
+                metrics.PODS_CREATED.inc(int(new))
+
+        try:
+            await asyncio.gather(*(creator() for _ in range(min(self.api_threads, len(pods)))))
+        finally:
+            manifests.close()
 
     async def _ensure_secret(self, job: PSJob) -> None:
         """Create the job's authentication Secret, once per job and operator process.

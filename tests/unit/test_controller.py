@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+import threading
+import tracemalloc
 from typing import Any, cast
 
 import pytest
@@ -107,3 +109,59 @@ def test_failed_reconciles_back_off_per_job_and_a_success_resets_it(
 
 def test_the_retry_delay_grows_to_five_minutes_and_stays_there() -> None:
     assert [retry_delay(n) for n in (1, 2, 3, 9, 10, 5000)] == [1, 2, 4, 256, 300, 300]
+
+
+class RecordingKube(FakeKube):
+    """Counts pod creations; refuses each one with `pod_refusal` when set (a quota, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pods_asked = 0
+        self.pod_refusal: int | None = None
+        self.lock = threading.Lock()
+
+    def create(self, manifest: Manifest) -> bool:
+        if manifest["kind"] == "Pod":
+            with self.lock:
+                self.pods_asked += 1
+            if self.pod_refusal is not None:
+                raise ApiException(status=self.pod_refusal, reason="Forbidden")
+        return True
+
+
+def big_job(servers: int, workers: int) -> Manifest:
+    replicas = {"command": ["python", "-m", "psjob_runtime"]}
+    spec = {
+        "image": "img",
+        "servers": {**replicas, "replicas": servers},
+        "workers": {**replicas, "replicas": workers},
+    }
+    return job_body("1", spec=spec)
+
+
+def test_a_big_job_is_created_without_holding_all_its_pods_in_memory() -> None:
+    """Each pod of a job with S servers lists every server's address (about 58 bytes each):
+    10,000 + 10,000 pods of 590 KB would be 11.8 GB if all were rendered at once."""
+    kube = RecordingKube()
+    reconciler = Reconciler(cast(Kube, kube), api_threads=4)
+    job = big_job(servers=400, workers=600)  # 1,000 pods of 23 KB: 23 MB all at once
+    tracemalloc.start()
+    try:
+        reconcile(reconciler, job)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kube.pods_asked == 1000
+    assert peak < 8 * 2**20, f"creating 1,000 pods peaked at {peak / 2**20:.1f} MiB"
+
+
+def test_a_refused_pod_creation_stops_the_creation_of_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="psjob.operator")
+    kube = RecordingKube()
+    kube.pod_refusal = 403
+    reconciler = Reconciler(cast(Kube, kube), api_threads=4)
+    reconcile(reconciler, big_job(servers=2, workers=498))
+    assert 1 <= kube.pods_asked <= 4, "at most one creation per API thread was in flight"
+    assert "failed (1 in a row)" in caplog.records[-1].getMessage()
