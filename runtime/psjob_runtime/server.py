@@ -40,7 +40,7 @@ from psjob_runtime.contract import JobContext
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 from psjob_runtime.log import log
 from psjob_runtime.reslice import dense_share, table_share
-from psjob_runtime.server_optimizer import build_optimizer
+from psjob_runtime.server_optimizer import build_optimizer, warm_up
 from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.sparse_optimizer import build_sparse_optimizer
 from psjob_runtime.table_shard import TableMismatchError, TableShard, TableSpec, shard_rows
@@ -771,6 +771,7 @@ def serve(ctx: JobContext) -> None:
         server.terminate.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    warm_up(ctx.training.optimizer)  # while the workers start and join
     server.restore()
     join_job(ctx)
     gate = server.run()
