@@ -2,7 +2,8 @@
 
     python -m bench.runtime [--quick]
 
-push_pull (push+pull vs raw gloo), scaling (mnist_cnn samples/s by workers, servers and mode,
+push_pull (push+pull vs raw gloo), targets (sync vs DDP and async vs one process at batch 32
+and 64), scaling (mnist_cnn samples/s by workers, servers and mode,
 against DDP and one process), time_to_accuracy (digits, per mode, against one process),
 sparse_traffic (table bytes per step vs theory and dense), checkpoint_write (vs a raw write) and
 ctr_throughput (1 vs 2 servers). They run one at a time: on a small machine two benchmarks at
@@ -33,12 +34,14 @@ from bench.runtime import (
     push_pull,
     scaling,
     sparse_traffic,
+    targets,
     time_to_accuracy,
 )
 from bench.runtime.jobs import ROOT, log
 
 BENCHMARKS: dict[str, Callable[[bool], Any]] = {
     "push_pull": push_pull.measure,
+    "targets": targets.measure,
     "scaling": scaling.measure,
     "time_to_accuracy": time_to_accuracy.measure,
     "sparse_traffic": sparse_traffic.measure,
