@@ -2,6 +2,7 @@
 
     python -m bench.operator [--quick] [--profile]
     python -m bench.operator --largest
+    python -m bench.operator --memory --servers 4 --sizes 1000 2500 5000 10000
 
 1. growth: one PSJob (4 servers, 10/100/1,000 workers) through the operator, and the same
    rendered objects through `kubectl create` (the reference), alternating, `--repeats` times;
@@ -10,8 +11,12 @@
 `--profile` runs the operator under py-spy (slower: for finding hot spots, not for figures).
 `--largest` runs only the schema's largest job (10,000 servers and 10,000 workers) through the
 operator: its creation and all-ready times and the largest status it wrote, in bytes. No
-kubectl reference at that size (it would double the run); on 2 cores and 23.5 GiB it did not
-finish (bench/operator/findings.md, the schema's largest job).
+kubectl reference at that size (it would double the run). It cannot finish with the contract
+as it is: each pod lists every server's address, 590 KB a pod and 11.8 GB for the job's pods,
+more than etcd's default quota (bench/operator/findings.md, the schema's largest job).
+`--memory` runs only the operator, one job per size (`--servers` servers, `--sizes` workers),
+smallest first in one stage: the operator's RSS after each and its peak so far, to tell how its
+memory grows with a job before trying a bigger one (with `--profile`, py-spy's profile too).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import describe
-from bench.operator.harness import ROOT, stage
+from bench.operator.harness import ROOT, rss_bytes, stage
 from bench.operator.scenarios import many_jobs, operator_run, reference_run
 
 OUT = ROOT / "bench" / "out"
@@ -115,6 +120,29 @@ def run_largest(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_memory(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.operator", *sys.argv[1:]]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "load_before": os.getloadavg(),
+        "memory": [],
+    }
+    profile = OUT / "operator-memory-profile.txt" if args.profile else None
+    with (
+        tempfile.TemporaryDirectory(prefix="psjob-bench-") as root,
+        stage(Path(root), profile) as s,
+    ):
+        result["machine"]["kube_apiserver"] = s.server_version()
+        result["operator_rss_after_warm_up"] = rss_bytes(s.operator_pid)
+        for workers in sorted(args.sizes):
+            _log(f"operator: {args.servers} servers, {workers} workers")
+            result["memory"].append(operator_run(s, args.servers, workers))
+            _log(_brief(result["memory"][-1]))
+    result["load_after"] = os.getloadavg()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.operator", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one repeat (a few minutes)")
@@ -125,16 +153,27 @@ def main() -> int:
     parser.add_argument(
         "--largest", action="store_true", help="only the schema's largest job (20,000 pods)"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="only the operator, one job per size (--sizes)"
+    )
+    parser.add_argument("--servers", type=int, default=SERVERS, help="servers per job (--memory)")
     parser.add_argument("--out", type=Path, help="result file (default bench/out/operator.json)")
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result = run_largest(args) if args.largest else run(args)
+    runner = run_largest if args.largest else run_memory if args.memory else run
+    result = runner(args)
     result["wall_seconds"] = time.monotonic() - started
     name = (
-        "operator-largest" if args.largest else "operator-profiled" if args.profile else "operator"
+        "operator-largest"
+        if args.largest
+        else "operator-memory"
+        if args.memory
+        else "operator-profiled"
+        if args.profile
+        else "operator"
     )
     out = args.out or OUT / f"{name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")

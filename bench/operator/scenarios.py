@@ -146,6 +146,7 @@ def operator_run(stage: Stage, servers: int, workers: int, clean: bool = True) -
         "largest_status_bytes": status_bytes,
         "cpu_seconds": cpu,
         "operator_rss_bytes": memory.get("VmRSS", 0),
+        "operator_peak_rss_bytes": memory.get("VmHWM", 0),
         "requests": summary(requests, 1),
     }
 
