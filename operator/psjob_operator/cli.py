@@ -61,6 +61,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         leader_election_namespace=args.leader_election_namespace,
         leader_election_id=args.leader_election_id,
         pod_policy=PodPolicy(args.pod_policy),
+        kueue=args.kueue,
     )
     return asyncio.run(runner.run(options))
 
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="restricted: refuse to create pods whose template asks for host namespaces, "
         "privileged containers, added capabilities, host ports, hostPath volumes or another "
         "service account; the job fails naming the field (default: unrestricted)",
+    )
+    operator.add_argument(
+        "--kueue",
+        action="store_true",
+        help="queue the jobs labelled kueue.x-k8s.io/queue-name through Kueue: create their "
+        "Workload and no pod until Kueue admits it (docs/kueue.md; needs Kueue's CRDs)",
     )
     operator.add_argument("--log-format", choices=["plain", "json"], default="plain")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")

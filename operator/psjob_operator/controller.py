@@ -24,12 +24,14 @@ from pydantic import ValidationError
 from psjob_operator import metrics
 from psjob_operator.conditions import is_true
 from psjob_operator.kube import CONFLICT, Kube, Manifest
+from psjob_operator.kueue import place_pod
 from psjob_operator.models import ConditionType, Phase, PSJob, Role
 from psjob_operator.names import pod_name
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, Event, EventType, decide, fail_now
 from psjob_operator.pod_policy import REASON as POLICY_REASON
 from psjob_operator.pod_policy import PodPolicy, refusal
+from psjob_operator.queueing import Queueing
 from psjob_operator.render import (
     gang_scheduler,
     render_pod,
@@ -108,10 +110,17 @@ def _same_version(a: Manifest, b: Manifest) -> bool:
 
 class Reconciler:
     def __init__(
-        self, kube: Kube, api_threads: int = 16, pod_policy: PodPolicy = PodPolicy.UNRESTRICTED
+        self,
+        kube: Kube,
+        api_threads: int = 16,
+        pod_policy: PodPolicy = PodPolicy.UNRESTRICTED,
+        kueue: Callable[[Callable[..., Any]], Queueing] | None = None,
     ) -> None:
+        """`kueue`: makes the Kueue half of the shell from this reconciler's API call; None:
+        the operator ignores Kueue's queue label (docs/kueue.md)."""
         self.kube = kube
         self.pod_policy = pod_policy
+        self.queueing = None if kueue is None else kueue(self._call)
         self.api_threads = api_threads
         self.executor = ThreadPoolExecutor(api_threads, thread_name_prefix="psjob-api")
         self.jobs: dict[Key, Manifest] = {}
@@ -152,6 +161,8 @@ class Reconciler:
         self.running[key] = asyncio.create_task(self._drain(key))
 
     def _forget(self, key: Key) -> None:
+        if self.queueing is not None:
+            self.queueing.forget(key)
         self.failures.pop(key, None)
         self.rejected.pop(key, None)
         timer = self.timers.pop(key, None)
@@ -258,8 +269,12 @@ class Reconciler:
         pods = list(self.pods.get(key, ()))
         gang = gang_scheduler(job)
         installed = None if gang is None else await self._crd_installed(gang.crd)
-        decision = decide(job, pods, now, installed)
+        queueing = self.queueing
+        admission = None if queueing is None else await queueing.admission(key, job)
+        decision = decide(job, pods, now, installed, admission)
         await self._apply(key, body, job, decision, pods, now)
+        if queueing is not None and admission is not None:
+            await queueing.settle(key, decision, pods_left=bool(pods))
 
     async def _reject(self, key: Key, body: Manifest, exc: ValidationError) -> None:
         """A body the models refuse, e.g. one an older installed CRD let through: a Warning
@@ -371,7 +386,11 @@ class Reconciler:
         """
         uid = job.metadata.uid or ""
         digest = spec_hash(job)
-        manifests = (render_pod(job, role, index, attempt, digest) for role, index in pods)
+        placed = {} if self.queueing is None else await self.queueing.placements(job)
+        manifests = (
+            place_pod(render_pod(job, role, index, attempt, digest), placed.get(role))
+            for role, index in pods
+        )
 
         async def creator() -> None:
             for manifest in manifests:

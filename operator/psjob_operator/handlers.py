@@ -6,6 +6,7 @@ their ownerReferences. `kopf run -m psjob_operator.handlers` runs these handlers
 """
 
 import copy
+import functools
 from typing import Any
 
 import kopf
@@ -17,6 +18,7 @@ from psjob_operator.controller import Reconciler
 from psjob_operator.kube import Kube
 from psjob_operator.observe import PodView, pod_view
 from psjob_operator.pod_policy import PodPolicy
+from psjob_operator.queueing import KueueApi, Queueing
 
 API_CONNECTIONS = 32
 """Parallel API requests when creating or deleting a big job's pods."""
@@ -43,7 +45,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = 40  # logging.ERROR: the reconciler posts the events users read
     if "reconciler" not in memo:
         policy = memo.get("pod_policy", PodPolicy.UNRESTRICTED)  # set by runner.run
-        memo["reconciler"] = Reconciler(Kube(api_client()), API_CONNECTIONS, policy)
+        api = api_client()
+        kueue = None
+        if memo.get("kueue", False):  # set by runner.run
+            kueue = functools.partial(Queueing, KueueApi(api))
+        memo["reconciler"] = Reconciler(Kube(api), API_CONNECTIONS, policy, kueue)
 
 
 @kopf.index("pods", labels={contract.LABEL_MANAGED_BY: contract.MANAGER})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import kopf
 from kopf._core.engines.peering import Identity  # kopf exports the type only here
 
-from psjob_operator import handlers, health
+from psjob_operator import handlers, health, queueing
 from psjob_operator.leader import LeaderElector
 from psjob_operator.pod_policy import PodPolicy
 
@@ -30,6 +30,8 @@ class OperatorOptions:
     leader_election_id: str = "psjob-operator"
     pod_policy: PodPolicy = PodPolicy.UNRESTRICTED
     """Which pod template settings the operator refuses to create (pod_policy)."""
+    kueue: bool = False
+    """Queue the jobs labelled kueue.x-k8s.io/queue-name through Kueue (docs/kueue.md)."""
 
 
 def _identity() -> str:
@@ -71,6 +73,8 @@ async def _operate(
     Any other stop cancels kopf's task, which kopf takes as a prompt shutdown. kopf's stop flag
     is not used: when a signal stops kopf, it waits 5 s for a flag that nobody raises.
     """
+    if options.kueue:
+        queueing.register_handlers(kopf.get_default_registry())
     operator = asyncio.create_task(
         kopf.operator(
             # kopf's default identity asks the password database for the user's name, which a
@@ -80,7 +84,7 @@ async def _operate(
             standalone=True,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,
-            memo=kopf.Memo(pod_policy=options.pod_policy),
+            memo=kopf.Memo(pod_policy=options.pod_policy, kueue=options.kueue),
         )
     )
     stopping = asyncio.create_task(stop.wait())

@@ -20,6 +20,8 @@ from psjob_operator.models.role import Role
 
 
 class Phase(StrEnum):
+    QUEUED = "Queued"
+    """Waiting for Kueue to admit it (docs/kueue.md): no pod exists."""
     PENDING = "Pending"
     CREATED = "Created"
     RUNNING = "Running"
@@ -61,6 +63,7 @@ class ConditionType(StrEnum):
     READY = "Ready"
     STALLED = "Stalled"
     POD_GROUP = "PodGroup"
+    QUEUED = "Queued"
 
 
 class Condition(ApiModel):
@@ -178,7 +181,9 @@ REPLICA_ENTRIES_MAX = 50
 
 
 class JobStatus(ApiModel):
-    phase: Phase | None = Field(None, description="Where the job is in its life.")
+    phase: Annotated[Phase, OpenString] | None = Field(
+        None, description="Where the job is in its life: " + ", ".join(Phase) + "."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description="Latest observations of the job's state."
     )

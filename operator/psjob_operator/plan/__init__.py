@@ -11,6 +11,7 @@ restarts are safe.
 from collections.abc import Sequence
 from datetime import datetime
 
+from psjob_operator.kueue.admission import Admission
 from psjob_operator.models import PSJob
 from psjob_operator.observe import PodView
 from psjob_operator.plan.decision import Decision, Event, EventType
@@ -24,10 +25,16 @@ __all__ = ["Decision", "Event", "EventType", "decide", "fail_now", "restart_back
 
 
 def decide(
-    job: PSJob, pods: Sequence[PodView], now: datetime, pod_group_crd: bool | None = None
+    job: PSJob,
+    pods: Sequence[PodView],
+    now: datetime,
+    pod_group_crd: bool | None = None,
+    admission: Admission | None = None,
 ) -> Decision:
-    """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked."""
-    return _decision(job, transition(job, take_snapshot(job, pods), now, pod_group_crd), now)
+    """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked.
+    `admission`: Kueue's answer for a queued job; None: the job is not queued."""
+    snapshot = take_snapshot(job, pods)
+    return _decision(job, transition(job, snapshot, now, pod_group_crd, admission), now)
 
 
 def fail_now(

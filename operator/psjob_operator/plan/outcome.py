@@ -32,6 +32,8 @@ class Outcome:
     verdict: Verdict | None = None
     """Set when this reconcile judged the phase; None when it only held it."""
     resumed: bool = False
+    admitted: str | None = None
+    """Kueue's admission message, when Kueue admitted the job in this reconcile."""
     started_attempt: int | None = None
     """The attempt a pending restart began in this reconcile."""
     created_pods: int | None = None

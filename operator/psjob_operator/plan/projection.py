@@ -39,6 +39,7 @@ PHASE_CONDITIONS: dict[Phase, tuple[tuple[ConditionType, bool], ...]] = {
     Phase.SUCCEEDED: ((C.SUCCEEDED, True), (C.RUNNING, False)),
     Phase.FAILED: ((C.FAILED, True), (C.RUNNING, False), (C.STALLED, True)),
     Phase.SUSPENDED: ((C.SUSPENDED, True), (C.RUNNING, False)),
+    Phase.QUEUED: ((C.QUEUED, True), (C.RUNNING, False)),
 }
 """The conditions a judged phase sets, each with the verdict's reason and message."""
 
@@ -172,6 +173,8 @@ def _conditions(job: PSJob, outcome: Outcome, now: datetime) -> _Conditions:
     conditions = _Conditions(job, now)
     if outcome.resumed:
         conditions.set(C.SUSPENDED, False, "Resumed", "the job was resumed")
+    if outcome.admitted is not None:
+        conditions.set(C.QUEUED, False, "Admitted", outcome.admitted)
     if outcome.started_attempt is not None:
         started = f"attempt {outcome.started_attempt} started"
         conditions.set(C.RESTARTING, False, "Restarted", started)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from psjob_operator.conditions import is_true
+from psjob_operator.kueue.admission import Admission
 from psjob_operator.models import ConditionType, Phase, PSJob
 from psjob_operator.observe import PodView
 from psjob_operator.plan.decision import Event, EventType
@@ -34,11 +35,17 @@ from psjob_operator.plan.snapshot import Snapshot
 
 class Transition:
     def __init__(
-        self, job: PSJob, snapshot: Snapshot, now: datetime, pod_group_crd: bool | None
+        self,
+        job: PSJob,
+        snapshot: Snapshot,
+        now: datetime,
+        pod_group_crd: bool | None,
+        admission: Admission | None = None,
     ) -> None:
         self.job, self.spec, self.now = job, job.spec, now
         self.previous = job.status
         self.pod_group_crd = pod_group_crd
+        self.admission = admission
         self.out = Outcome(
             snapshot=snapshot,
             phase=self.previous.phase,
@@ -73,6 +80,8 @@ class Transition:
             self.finished()
         elif self.spec.run_policy.suspend:
             self.suspend()
+        elif self.admission is not None and not self.admission.admitted:
+            self.queued(self.admission)
         elif self.deadline_passed():
             deadline = self.spec.run_policy.active_deadline_seconds
             ran_long = f"the job ran longer than activeDeadlineSeconds={deadline}"
@@ -82,6 +91,8 @@ class Transition:
         else:
             if phase == Phase.SUSPENDED:
                 self.resume()
+            elif phase == Phase.QUEUED and self.admission is not None:
+                self.admitted(self.admission)
             self.active()
         return self.out
 
@@ -115,6 +126,28 @@ class Transition:
         self.out.phase = Phase.PENDING
         self.out.resumed = True
         self.event(EventType.NORMAL, "Resumed", "spec.runPolicy.suspend is false: creating pods")
+
+    def queued(self, admission: Admission) -> None:
+        """Kueue has not admitted the job, or evicted it: no pod may run. Evicted pods stop
+        gracefully (the servers write their checkpoint on SIGTERM) and no restart is counted."""
+        self.delete(self.out.snapshot.pods)
+        if self.previous.phase != Phase.QUEUED:
+            kind = EventType.WARNING if admission.evicted else EventType.NORMAL
+            self.event(kind, "Evicted" if admission.evicted else "Queued", admission.message)
+        self.out.phase = Phase.QUEUED
+        self.out.start_time = None
+        self.out.verdict = Verdict(admission.reason, admission.message)
+        if admission.retry_after is not None:
+            self.requeue(admission.retry_after)
+
+    def admitted(self, admission: Admission) -> None:
+        """Kueue admitted the job: pods of an earlier admission mean a new attempt, which
+        resumes from the servers' checkpoint."""
+        if self.out.snapshot.replicas:
+            self.out.snapshot = self.out.snapshot.next_attempt()
+        self.out.phase = Phase.PENDING
+        self.out.admitted = admission.message
+        self.event(EventType.NORMAL, "Admitted", f"{admission.message}: creating pods")
 
     def deadline_passed(self) -> bool:
         deadline = self.spec.run_policy.active_deadline_seconds
@@ -237,10 +270,15 @@ class Transition:
 
 
 def transition(
-    job: PSJob, snapshot: Snapshot, now: datetime, pod_group_crd: bool | None = None
+    job: PSJob,
+    snapshot: Snapshot,
+    now: datetime,
+    pod_group_crd: bool | None = None,
+    admission: Admission | None = None,
 ) -> Outcome:
-    """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked."""
-    return Transition(job, snapshot, now, pod_group_crd).run()
+    """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked.
+    `admission`: Kueue's answer for a queued job; None: the job is not queued."""
+    return Transition(job, snapshot, now, pod_group_crd, admission).run()
 
 
 def fail_at_once(job: PSJob, snapshot: Snapshot, now: datetime, why: Verdict) -> Outcome:
