@@ -7,7 +7,10 @@ from the module proxy, so the wrapper replaces each one with the published ``v0.
 module. The replace list is generated from the release's go.mod (``--update-go-mod``), never
 typed by hand, and every build checks that the committed go.mod still matches it. etcd is built
 from the same module graph (the version the release requires); helm with ``go install`` from its
-own module. Nothing is rebuilt when the cache folder for these versions is complete.
+own module. Kueue (the manager the Kueue tests run) with ``go install`` from its own module graph,
+in parallel with the rest and into a cache folder of its own: its controller-runtime does not
+compile against the pinned client-go, so it cannot share the control plane's ``go build``.
+Nothing is rebuilt when the cache folder for these versions is complete.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +35,12 @@ from psjob_localcluster.tools import (
     HELM_VERSION,
     KUBE_COMMANDS,
     KUBERNETES_VERSION,
+    KUEUE_VERSION,
+    KueueTools,
     Tools,
+    default_kueue,
     default_tools,
+    kueue_key,
     tools_key,
 )
 
@@ -42,6 +50,7 @@ STAGING_REPLACE = re.compile(r"^\s*(?:replace\s+)?(k8s\.io/[\w./-]+)\s*=>\s*\./s
 ETCD_REQUIRE = re.compile(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v\S+)", re.M)
 GO_DIRECTIVE = re.compile(r"^go\s+(\S+)", re.M)
 ETCD_MAIN_PACKAGE = "go.etcd.io/etcd/server/v3"
+KUEUE_MODULE = "sigs.k8s.io/kueue"
 
 
 class BuildError(RuntimeError):
@@ -62,9 +71,9 @@ class Release:
         return "v0." + KUBERNETES_VERSION.removeprefix("v").split(".", 1)[1]
 
 
-def log(message: str, started: float | None = None) -> None:
+def log(message: str, started: float | None = None, part: str = "cluster-tools") -> None:
     suffix = f" ({time.monotonic() - started:.0f} s)" if started is not None else ""
-    print(f"[cluster-tools] {message}{suffix}", flush=True)
+    print(f"[{part}] {message}{suffix}", flush=True)
 
 
 def go(
@@ -266,6 +275,73 @@ def ensure_tools() -> Tools:
     return tools
 
 
+def build_kueue_into(root: Path) -> None:
+    """``go install`` of the Kueue manager at its release, with the release's go.sum, and the
+    release's CRDs and webhook configurations copied beside it (the tests apply those)."""
+    started = time.monotonic()
+    log(f"building the Kueue manager {KUEUE_VERSION} ...", started, "kueue")
+    module = f"{KUEUE_MODULE}@{KUEUE_VERSION}"
+    version = f"-s -w -X {KUEUE_MODULE}/pkg/version.GitVersion={KUEUE_VERSION}"
+    go(
+        "install",
+        "-trimpath",
+        "-ldflags",
+        version,
+        f"{KUEUE_MODULE}/cmd/kueue@{KUEUE_VERSION}",
+        cwd=root.parent,
+        env={"GOBIN": str(root / "bin")},
+    )
+    source = Path(json.loads(go("mod", "download", "-json", module, capture=True))["Dir"])
+    kueue = KueueTools(root)
+    shutil.copytree(source / "config/components/crd/bases", kueue.crd_dir)
+    shutil.copyfile(source / "config/components/webhook/manifests.yaml", kueue.webhooks)
+    for path in [kueue.crd_dir, *kueue.crd_dir.iterdir(), kueue.webhooks]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache's copies are read-only
+    log("Kueue built", started, "kueue")
+
+
+def ensure_kueue() -> KueueTools:
+    kueue = default_kueue()
+    if kueue.complete():
+        log(f"up to date: {kueue.root}", part="kueue")
+        return kueue
+    with build_lock(kueue.root):
+        if kueue.complete():
+            log(f"up to date: {kueue.root}", part="kueue")
+            return kueue
+        log(f"building {kueue_key()} into {kueue.root} (once per machine)", part="kueue")
+        staging = kueue.root.with_name(f"{kueue.root.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            build_kueue_into(staging)
+            out = subprocess.run(
+                [str(KueueTools(staging).manager), "--help"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if "-config" not in out.stdout + out.stderr:
+                raise BuildError(f"the Kueue manager does not run: {out.stderr.strip()[-500:]}")
+            shutil.rmtree(kueue.root, ignore_errors=True)
+            staging.rename(kueue.root)  # atomic: a half-built folder never looks complete
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    log(f"done: {kueue.root} ({directory_size(kueue.root) / 2**20:.0f} MiB)", part="kueue")
+    return kueue
+
+
+def ensure_all() -> None:
+    """The control plane and Kueue, built side by side: two `go` processes keep more cores
+    busy than one after the other, and each finishes into its own cache folder."""
+    builds: list[Callable[[], object]] = [ensure_tools, ensure_kueue]
+    with ThreadPoolExecutor(len(builds)) as pool:
+        futures = [pool.submit(build) for build in builds]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise BuildError("; ".join(str(e) for e in errors))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -285,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.update_go_mod:
             update_go_mod(read_release())
         else:
-            ensure_tools()
+            ensure_all()
     except BuildError as error:
         print(f"[cluster-tools] error: {error}", file=sys.stderr)
         return 1

@@ -22,6 +22,10 @@ ETCD_VERSION = "v3.7.0"
 HELM_VERSION = "v3.22.0"
 """helm.sh/helm/v3 release."""
 
+KUEUE_VERSION = "v0.17.0"
+"""sigs.k8s.io/kueue release whose manager the Kueue tests run (docs/kueue.md). It builds from its
+own module graph: its controller-runtime does not compile against KUBERNETES_VERSION's client-go."""
+
 KUBE_COMMANDS = (
     "kube-apiserver",
     "kube-controller-manager",
@@ -43,10 +47,19 @@ def cache_root() -> Path:
     return Path(xdg) / "psjob"
 
 
+def _platform() -> str:
+    arch = platform.machine().lower().replace("x86_64", "amd64").replace("aarch64", "arm64")
+    return f"linux-{arch}"
+
+
 def tools_key() -> str:
     """The cache folder name: every pinned version plus the platform."""
-    arch = platform.machine().lower().replace("x86_64", "amd64").replace("aarch64", "arm64")
-    return f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_helm-{HELM_VERSION}_linux-{arch}"
+    return f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_helm-{HELM_VERSION}_{_platform()}"
+
+
+def kueue_key() -> str:
+    """The Kueue cache folder name: its version plus the platform."""
+    return f"kueue-{KUEUE_VERSION}_{_platform()}"
 
 
 class ToolsMissingError(RuntimeError):
@@ -94,3 +107,43 @@ def require_tools() -> Tools:
             "PSJOB_CACHE_DIR or XDG_CACHE_HOME choose the cache folder)."
         )
     return tools
+
+
+@dataclass(frozen=True)
+class KueueTools:
+    """The Kueue manager and the manifests of the same release, in one cache folder."""
+
+    root: Path
+
+    @property
+    def manager(self) -> Path:
+        return self.root / "bin" / "kueue"
+
+    @property
+    def crd_dir(self) -> Path:
+        """The release's CRDs (config/components/crd/bases)."""
+        return self.root / "config" / "crd"
+
+    @property
+    def webhooks(self) -> Path:
+        """The release's webhook configurations (config/components/webhook/manifests.yaml)."""
+        return self.root / "config" / "webhooks.yaml"
+
+    def complete(self) -> bool:
+        return os.access(self.manager, os.X_OK) and self.webhooks.is_file()
+
+
+def default_kueue() -> KueueTools:
+    """Kueue for the pinned version in the cache folder (it may not be built yet)."""
+    return KueueTools(cache_root() / "kueue" / kueue_key())
+
+
+def require_kueue() -> KueueTools:
+    """The pinned Kueue, or a clear error that says how to build it."""
+    kueue = default_kueue()
+    if not kueue.complete():
+        raise ToolsMissingError(
+            f"the Kueue manager {KUEUE_VERSION} is missing in {kueue.root}. Build it with "
+            "`make cluster-tools` (once per machine, beside the control plane)."
+        )
+    return kueue

@@ -5,6 +5,8 @@
   namespace (several for the HA test); each is stopped after the test.
 - ``operator`` (function): one running operator for the test's namespace.
 - ``psjobs`` (function): apply, read and wait for PSJobs and their pods (support.PSJobs).
+- ``kueue`` (session): the real Kueue manager (pinned release, `make cluster-tools`) with its
+  CRDs and webhooks installed, its webhooks reached over loopback TLS.
 
 When a test that started operators fails, its report shows the tail of each operator's log.
 """
@@ -20,18 +22,33 @@ import pytest
 from kubernetes import client
 from psjob_localcluster import LocalCluster
 from psjob_localcluster.controlplane import tail
+from psjob_localcluster.kueue import RunningKueue, start_kueue
 from psjob_localcluster.procs import start_process
 from psjob_localcluster.waiting import wait_for
 
 from tests.e2e.operator.support import ROOT, OperatorProcess, PSJobs, free_port, healthy
 
 _OPERATOR_LOGS = pytest.StashKey[list[Path]]()
+_KUEUE = pytest.StashKey[RunningKueue]()
 
 
 @pytest.fixture(scope="session")
 def psjob_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/psjobs.psjob.dev", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def kueue(
+    request: pytest.FixtureRequest,
+    cluster: LocalCluster,
+    psjob_crd: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningKueue]:
+    running = start_kueue(cluster, tmp_path_factory.mktemp("kueue"))
+    request.config.stash[_KUEUE] = running
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -89,4 +106,7 @@ def pytest_runtest_makereport(
     if report.failed:
         for log in item.stash.get(_OPERATOR_LOGS, []):
             report.sections.append((f"{log.name} (tail)", tail(log, 60)))
+        running = item.config.stash.get(_KUEUE, None)
+        if running is not None and "kueue" in getattr(item, "fixturenames", ()):
+            report.sections.append(("kueue.log (tail)", tail(running.log_path, 60)))
     return report
