@@ -64,6 +64,21 @@ REASONS: dict[Grant, str] = {
     (LEASE, "coordination.k8s.io", "leases", "update"): "renew or take over the Lease",
 }
 
+KUEUE_REASONS: dict[Grant, str] = {
+    (JOBS, "kueue.x-k8s.io", "workloads", "get"): "find a queued job's Workload",
+    (JOBS, "kueue.x-k8s.io", "workloads", "list"): "the Workload watch starts from a list",
+    (JOBS, "kueue.x-k8s.io", "workloads", "watch"): "Kueue's admissions and evictions",
+    (JOBS, "kueue.x-k8s.io", "workloads", "create"): "one Workload per queued job",
+    (JOBS, "kueue.x-k8s.io", "workloads/status", "patch"): (
+        "release an evicted job's quota; mark a finished job's Workload Finished"
+    ),
+    (CLUSTER, "kueue.x-k8s.io", "resourceflavors", "get"): "node labels and tolerations of "
+    "the flavors Kueue assigned",
+    (CLUSTER, "kueue.x-k8s.io", "workloadpriorityclasses", "get"): "a queued job's priority",
+}
+"""Granted only with kueue.enabled."""
+KUEUE = {"kueue": {"enabled": True}}
+
 NEVER_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 NEVER_RESOURCES = {"*", "configmaps", "nodes", "pods/exec", "serviceaccounts/token"}
 READ_VERBS = {"get", "list", "watch"}
@@ -104,18 +119,22 @@ def classify(manifests: list[dict[str, Any]]) -> dict[str, set[Grant]]:
 
 
 @pytest.mark.parametrize(
-    "values", [{}, {"watchNamespaces": WATCHED}], ids=["cluster", "namespaced"]
+    "values",
+    [{}, {"watchNamespaces": WATCHED}, KUEUE, {"watchNamespaces": WATCHED, **KUEUE}],
+    ids=["cluster", "namespaced", "cluster-kueue", "namespaced-kueue"],
 )
 def test_every_granted_verb_has_a_reason(render: Render, values: dict[str, Any]) -> None:
+    """Kueue's rights only when kueue.enabled."""
+    reasons = REASONS | (KUEUE_REASONS if "kueue" in values else {})
     granted = set().union(*classify(render(values)).values())
-    unexplained = sorted(granted - set(REASONS))
+    unexplained = sorted(granted - set(reasons))
     assert not unexplained, f"verbs granted without a reason in {__file__}: {unexplained}"
-    unused = sorted(set(REASONS) - granted)
+    unused = sorted(set(reasons) - granted)
     assert not unused, f"reasons for verbs the chart no longer grants: {unused}"
 
 
 @pytest.mark.parametrize(
-    "values", [{}, {"watchNamespaces": WATCHED}], ids=["cluster", "namespaced"]
+    "values", [{}, {"watchNamespaces": WATCHED}, KUEUE], ids=["cluster", "namespaced", "kueue"]
 )
 def test_nothing_dangerous_is_granted(render: Render, values: dict[str, Any]) -> None:
     for role, granted in classify(render(values)).items():

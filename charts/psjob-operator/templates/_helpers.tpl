@@ -79,4 +79,15 @@ fails when a verb is added here without one.
 - apiGroups: ["scheduling.volcano.sh", "scheduling.x-k8s.io"]
   resources: ["podgroups"]
   verbs: ["get", "create", "delete"]
+{{- if .Values.kueue.enabled }}
+# Kueue (docs/kueue.md): each queued job's Workload; never update or delete (the garbage
+# collector deletes it with its job).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "create"]
+# Release an evicted job's quota reservation; mark a finished job's Workload Finished.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["patch"]
+{{- end }}
 {{- end }}
