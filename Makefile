@@ -94,7 +94,7 @@ system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper
 	fi
 
 .PHONY: cluster-tools
-cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl, kubelet, kube-proxy and helm once per machine (cached)
+cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl, kubelet, kube-proxy, helm and the Kueue manager once per machine (cached)
 	$(PY) -m psjob_localcluster.build
 
 # Debian packages of the kubelet node: the image builds (buildah, debootstrap) and the node itself.
