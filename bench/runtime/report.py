@@ -42,7 +42,7 @@ TARGET_LABELS = {
     "single": "one process, torch.optim.SGD",
     "ddp": "DDP (gloo), 2 ranks",
     "sync": "psjob sync, 1 server + 2 workers",
-    "sync_after_backward": "psjob sync, 1 server + 2 workers, pushing after backward",
+    "sync_overlap": "psjob sync, 1 server + 2 workers, `overlap_backward=True`",
     "async": "psjob async, 1 server + 1 worker",
 }
 THEORY_TOLERANCE = 0.001

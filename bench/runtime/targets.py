@@ -7,8 +7,8 @@ batches, one torch thread per process, the same timed steps after the same warm-
 
 - `single`: one process, torch.optim.SGD (the limit for one worker);
 - `ddp`: DistributedDataParallel over gloo, 2 ranks;
-- `sync`: psjob, 1 server + 2 workers, the gradient pushed during backward (the default);
-- `sync_after_backward`: the same with `overlap_backward=False`: what the overlap buys;
+- `sync`: psjob, 1 server + 2 workers, the gradient pushed after backward (the default);
+- `sync_overlap`: the same with `overlap_backward=True`, pushing during backward;
 - `async`: psjob, 1 server + 1 worker.
 
 Each process also times its `optimizer.step()` calls: for psjob that is the part of the exchange
@@ -36,11 +36,11 @@ from bench.runtime.jobs import ROOT, TIMEOUT_SECONDS, log, mode_settings, role_a
 
 BATCHES = (32, 64)
 LR = 0.01
-CONTENDERS = ("single", "ddp", "sync", "sync_after_backward", "async")
+CONTENDERS = ("single", "ddp", "sync", "sync_overlap", "async")
 JOBS = {
-    "sync": ("sync", 1, 2, True),
-    "sync_after_backward": ("sync", 1, 2, False),
-    "async": ("async", 1, 1, True),
+    "sync": ("sync", 1, 2, False),
+    "sync_overlap": ("sync", 1, 2, True),
+    "async": ("async", 1, 1, False),
 }
 """psjob contenders: mode, servers, workers, overlap_backward."""
 

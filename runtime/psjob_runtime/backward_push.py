@@ -1,5 +1,7 @@
 """Push a blocking step's gradient to the servers while backward still runs; confirm it at step().
 
+Opt-in: `session.optimizer(model, overlap_backward=True)`.
+
 DDP hides its allreduce behind the backward pass by reducing buckets of gradients as autograd
 produces them. This does the same for the push to the servers (sync and ssp modes): parameters
 are grouped into buckets of about BUCKET_BYTES in reverse order (the order backward produces

@@ -12,8 +12,9 @@
 The model's parameters and gradients become views into two flat buffers, so a step moves one
 contiguous slice per server in each direction with no per-tensor messages: each request is one
 message with the header in front of the gradient, and the reply lands in the parameters
-themselves (on a GPU, through pinned host buffers). In sync and ssp modes the gradient leaves in
-buckets while backward still runs, and step() only confirms it (backward_push.py). Worker 0's
+themselves (on a GPU, through pinned host buffers). In sync and ssp modes the gradient can leave
+in buckets while backward still runs, step() only confirming it (`session.optimizer(model,
+overlap_backward=True)`, backward_push.py). Worker 0's
 initial parameters are sent to the servers and every worker starts from what the servers hold,
 so all workers start identical.
 
@@ -127,9 +128,9 @@ class ParameterServerOptimizer:
     gradient, copied into a request buffer (the copy a single-message request costs; it also
     keeps the bytes on the wire apart from the next backward's).
 
-    In sync and ssp modes `step()` returns with the new parameters in place. Unless
-    `overlap_backward` is off, the gradient leaves in buckets while backward still runs, and
-    `step()` checks that it is still what was sent before it only asks for the parameters; any
+    In sync and ssp modes `step()` returns with the new parameters in place. With
+    `overlap_backward`, the gradient leaves in buckets while backward still runs, and `step()`
+    checks that it is still what was sent before it only asks for the parameters; any
     difference (clipping, scaling) sends the whole gradient again and ends the overlap
     (backward_push.py). In async mode `step()` overlaps the exchange with the next step's
     compute instead: it completes the previous exchange, installs the parameters it brought,
@@ -142,7 +143,7 @@ class ParameterServerOptimizer:
         self,
         session: "WorkerSession",
         params: Sequence[torch.nn.Parameter],
-        overlap_backward: bool = True,
+        overlap_backward: bool = False,
         bucket_bytes: int = BUCKET_BYTES,
     ):
         self.session = session
@@ -336,15 +337,16 @@ class WorkerSession:
     def optimizer(
         self,
         model: torch.nn.Module,
-        overlap_backward: bool = True,
+        overlap_backward: bool = False,
         bucket_bytes: int = BUCKET_BYTES,
     ) -> ParameterServerOptimizer:
         """Attach the model's trainable parameters to the servers; call once, after .to(device).
 
         `overlap_backward` (sync and ssp modes): push the gradient in buckets of about
         `bucket_bytes` while backward runs. It is exact whatever runs between backward() and
-        step() (a changed gradient is sent again whole, and the overlap ends); turn it off to
-        skip the hooks and the check.
+        step() (a changed gradient is sent again whole, and the overlap ends). Off by default:
+        it pays where workers have cores to spare while backward runs; where every core is busy
+        (more processes than cores) it measured slower (docs/runtime.md, Performance).
         """
         if bucket_bytes < 1:
             raise ValueError(f"bucket_bytes must be >= 1, got {bucket_bytes}")

@@ -1,12 +1,12 @@
-"""Sync pushes during backward: exact across buckets and servers, and code between backward()
-and step() (gradient clipping) still sees and decides the whole gradient."""
+"""Sync pushes during backward (opt-in): exact across buckets and servers, and code between
+backward() and step() (gradient clipping) still sees and decides the whole gradient."""
 
 from pathlib import Path
 
 import pytest
 import torch
 from psjob_runtime.backward_push import Bucket, make_buckets
-from psjob_runtime.wire import TAG_PAYLOAD
+from psjob_runtime.wire import HEADER_LEN, HEADER_ROOM, TAG_HEADER, TAG_PAYLOAD
 from torch import nn
 
 from tests.runtime.jobs import run_recorder
@@ -48,7 +48,7 @@ def test_pushes_during_backward_across_buckets_and_servers_equal_plain_training(
     # 64-byte buckets cut the 259-element model into 3 buckets; 2 servers cut one of them.
     result = run_recorder(
         tmp_path, "--servers", "2", "--workers", "2", *SGD,
-        steps=STEPS, batch=BATCH, seed=SEED, bucket_bytes=64,
+        steps=STEPS, batch=BATCH, seed=SEED, overlap_backward=True, bucket_bytes=64,
     )  # fmt: skip
     assert result.returncode == 0, result.output
     expected = plain_training(workers=2)
@@ -68,7 +68,8 @@ def test_clipping_between_backward_and_step_decides_the_gradient_the_servers_app
 ) -> None:
     result = run_recorder(
         tmp_path, "--servers", "2", "--workers", "1", *SGD,
-        steps=STEPS, batch=BATCH, seed=SEED, bucket_bytes=64, clip_norm=0.05,
+        steps=STEPS, batch=BATCH, seed=SEED, overlap_backward=True, bucket_bytes=64,
+        clip_norm=0.05, clip_after_seconds=0.5,
     )  # fmt: skip
     assert result.returncode == 0, result.output
     record = result.records[0]
@@ -77,5 +78,27 @@ def test_clipping_between_backward_and_step_decides_the_gradient_the_servers_app
     assert not torch.allclose(expected, unclipped)  # the clipping matters
     torch.testing.assert_close(record["params"], expected, rtol=1e-5, atol=1e-6)
     # The first step found its pushed gradient clipped, sent it whole, and ended the overlap.
+    # (Without the pause a part still queued when clipping ran is copied clipped: also exact.)
     assert not record["overlaps_backward"]
     assert "worker 0: step 0: the gradient changed between backward() and step()" in (result.output)
+
+
+@pytest.mark.slow
+def test_without_the_overlap_each_step_is_one_message_per_server_and_clipping_applies(
+    tmp_path: Path,
+) -> None:
+    result = run_recorder(
+        tmp_path, "--servers", "2", "--workers", "1", *SGD,
+        steps=STEPS, batch=BATCH, seed=SEED, clip_norm=0.05,
+    )  # fmt: skip
+    assert result.returncode == 0, result.output
+    record = result.records[0]
+    torch.testing.assert_close(
+        record["params"], plain_training(workers=1, clip_norm=0.05), rtol=1e-5, atol=1e-6
+    )
+    assert not record["overlaps_backward"]
+    # Per server, before DONE: INIT, PULL and RESUME headers, then one PUSH_PULL per step with
+    # the gradient behind the header's slots, counted as payload like worker 0's initial values.
+    per_server = 3 * 8 * HEADER_LEN + STEPS * 8 * HEADER_ROOM
+    assert record["wire"]["sent"][TAG_HEADER] == 2 * per_server
+    assert record["wire"]["sent"][TAG_PAYLOAD] == (1 + STEPS) * record["params"].numel() * 4

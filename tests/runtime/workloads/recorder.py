@@ -36,6 +36,9 @@ class RecorderConfig(BaseModel):
     """Draw ids from 0..ids_per_batch-1 only (0: the whole table), so batches share rows."""
     clip_norm: float = 0.0
     """Clip the gradient's norm to this between backward() and step() (0: no clipping)."""
+    clip_after_seconds: float = 0.0
+    """Wait this long before clipping, so that pushes during backward are surely on the wire."""
+    overlap_backward: bool = False
     bucket_bytes: int = 0
     """The optimizer's bucket size for pushes during backward (0: its default)."""
 
@@ -64,9 +67,9 @@ def main() -> None:
     model = build_model(config.seed)
     table = session.embedding(config.table_rows, FEATURES) if config.table_rows else None
     if config.bucket_bytes:
-        optimizer = session.optimizer(model, bucket_bytes=config.bucket_bytes)
+        optimizer = session.optimizer(model, config.overlap_backward, config.bucket_bytes)
     else:
-        optimizer = session.optimizer(model)
+        optimizer = session.optimizer(model, config.overlap_backward)
     loss_fn = nn.CrossEntropyLoss()
     losses = {}
     for step in range(session.start_step, config.steps):
@@ -78,6 +81,7 @@ def main() -> None:
         loss = loss_fn(model(x), y)
         loss.backward()
         if config.clip_norm:
+            time.sleep(config.clip_after_seconds)
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step()
         losses[step] = loss.item()
