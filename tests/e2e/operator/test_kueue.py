@@ -122,7 +122,9 @@ def workload_of(psjobs: PSJobs, job: str) -> Manifest:
 
 
 def condition(manifest: Manifest, kind: str) -> Manifest:
-    return next(c for c in manifest["status"]["conditions"] if c["type"] == kind)
+    """The condition `kind` of a PSJob or Workload; an empty one while it has none."""
+    conditions = manifest.get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == kind), {})
 
 
 def test_a_queue_that_fits_one_job_runs_them_one_after_the_other(
@@ -156,7 +158,7 @@ def test_a_queue_that_fits_one_job_runs_them_one_after_the_other(
     (tmp_path / "first").touch()
     psjobs.kubectl_wait("first", "Succeeded", timeout=60)
     eventually(
-        lambda: condition(workload_of(psjobs, "first"), "Finished")["status"] == "True",
+        lambda: condition(workload_of(psjobs, "first"), "Finished").get("status") == "True",
         "the first Workload to be Finished",
     )
     psjobs.wait_phase("second", "Running", timeout=60)
@@ -222,7 +224,7 @@ def test_a_job_larger_than_any_flavor_stays_queued_with_kueues_reason(
     psjobs.wait_phase("giant", "Queued", timeout=30)
 
     def kueues_reason() -> str | None:
-        message = str(condition(psjobs.get("giant"), "Queued")["message"])
+        message = str(condition(psjobs.get("giant"), "Queued").get("message"))
         return message if "nvidia.com/gpu" in message else None
 
     message = eventually(kueues_reason, "Kueue's reason in the Queued condition", 30)
