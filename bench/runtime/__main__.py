@@ -8,7 +8,7 @@ against DDP and one process), time_to_accuracy (digits, per mode, against one pr
 sparse_traffic (table bytes per step vs theory and dense), checkpoint_write (vs a raw write) and
 ctr_throughput (1 vs 2 servers). They run one at a time: on a small machine two benchmarks at
 once would measure each other. `--quick` runs fewer steps, repeats, modes and sizes (about 4
-minutes on 2 quiet cores, more under load); the full run takes 9-12 minutes.
+minutes on 2 quiet cores, more under load); the full run takes 10-13 minutes.
 Writes bench/out/runtime.json.
 """
 
