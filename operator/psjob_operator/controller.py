@@ -379,9 +379,9 @@ class Reconciler:
     async def _create_each(self, job: PSJob, pods: list[tuple[Role, int]], attempt: int) -> None:
         """Create `pods` with one request in flight per API thread, each rendered in its turn.
 
-        Every pod lists every server's address (PSJOB_SERVER_ADDRS), so a pod of the largest
-        job (10,000 servers) renders to 590 KB: rendering and queueing its 20,000 pods at once
-        held 11.8 GB. Rendered in turn, the operator holds one pod per thread. The first
+        Rendering and queueing every pod of a big job at once held them all (11.8 GB for the
+        largest job while each pod listed every server's address; render.server_addresses).
+        Rendered in turn, the operator holds one pod per thread. The first
         refusal ends the loop: the requests in flight finish, no new one starts.
         """
         uid = job.metadata.uid or ""

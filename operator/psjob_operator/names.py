@@ -17,11 +17,11 @@ def secret_name(job_name: str) -> str:
     return f"{job_name}-psjob-auth"
 
 
-def pod_name(job_name: str, role: Role, index: int) -> str:
+def pod_name(job_name: str, role: Role, index: int | str) -> str:
     return f"{job_name}-{role.value}-{index}"
 
 
-def pod_fqdn(job_name: str, namespace: str, role: Role, index: int) -> str:
+def pod_fqdn(job_name: str, namespace: str, role: Role, index: int | str) -> str:
     """The stable DNS name that the headless service gives each pod."""
     return f"{pod_name(job_name, role, index)}.{service_name(job_name, role)}.{namespace}.svc"
 

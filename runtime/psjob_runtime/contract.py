@@ -141,6 +141,22 @@ def _secret(env: Mapping[str, str]) -> bytes:
     return value.encode()
 
 
+INDEX_PLACEHOLDER = "{index}"
+
+
+def _server_list(raw: str, num_servers: int) -> list[str]:
+    """The operator lists up to 64 servers and sends one pattern for more (pods stay small):
+    `j-server-{index}.j-server.ns.svc:23456` stands for servers 0..S-1."""
+    if INDEX_PLACEHOLDER not in raw:
+        return raw.split(",")
+    if "," in raw:
+        raise ContractError(
+            f"{ENV_SERVER_ADDRS} has {raw!r}: a pattern with {INDEX_PLACEHOLDER} stands alone, "
+            "not in a list"
+        )
+    return [raw.replace(INDEX_PLACEHOLDER, str(index)) for index in range(num_servers)]
+
+
 def read_context(env: Mapping[str, str] | None = None) -> JobContext:
     """Parse and cross-check the contract; raise ContractError naming the first bad variable."""
     env = os.environ if env is None else env
@@ -158,8 +174,12 @@ def read_context(env: Mapping[str, str] | None = None) -> JobContext:
             f"{ENV_REPLICA_INDEX}={index} is out of range: there are {count} {role}s, "
             f"so expected 0..{count - 1}"
         )
-    addrs_raw = _require(env, ENV_SERVER_ADDRS, "comma-separated host:port of every server")
-    addrs = tuple(_address(part, ENV_SERVER_ADDRS) for part in addrs_raw.split(","))
+    addrs_raw = _require(
+        env,
+        ENV_SERVER_ADDRS,
+        f"comma-separated host:port of every server, or one pattern with {INDEX_PLACEHOLDER}",
+    )
+    addrs = tuple(_address(part, ENV_SERVER_ADDRS) for part in _server_list(addrs_raw, num_servers))
     if len(addrs) != num_servers:
         raise ContractError(
             f"{ENV_SERVER_ADDRS} lists {len(addrs)} addresses but {ENV_NUM_SERVERS}="

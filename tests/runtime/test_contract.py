@@ -70,6 +70,7 @@ def test_a_missing_variable_is_named(name: str) -> None:
         ("PSJOB_REPLICA_INDEX", "3", "out of range: there are 3 workers"),
         ("PSJOB_SERVER_ADDRS", "a:1", "lists 1 addresses but PSJOB_NUM_SERVERS=2"),
         ("PSJOB_SERVER_ADDRS", "a:1,b:http", "expected host:port"),
+        ("PSJOB_SERVER_ADDRS", "s-{index}:1,b:2", "a pattern with {index} stands alone"),
         ("WORLD_SIZE", "4", "expected them to agree"),
         ("RANK", "1", "worker 1 must have rank 3"),
         ("PSJOB_TRAINING", "{not json", "PSJOB_TRAINING is malformed"),
@@ -135,3 +136,13 @@ def test_the_server_command_exits_78_naming_the_variable(
     assert done.returncode == ExitCode.CONFIG_ERROR
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_server_address_pattern_stands_for_every_server() -> None:
+    env = valid_env()
+    env["PSJOB_SERVER_ADDRS"] = "demo-server-{index}.demo-server.team-a.svc:23456"
+    ctx = read_context(env)
+    assert [str(a) for a in ctx.server_addrs] == [
+        "demo-server-0.demo-server.team-a.svc:23456",
+        "demo-server-1.demo-server.team-a.svc:23456",
+    ]
