@@ -153,6 +153,12 @@ def test_pod_policy_restricted_reaches_the_operator(render: Render) -> None:
     assert "--pod-policy=unrestricted" not in args
 
 
+def test_kueue_support_reaches_the_operator_only_when_enabled(render: Render) -> None:
+    """Without --kueue the operator ignores queue labels (docs/kueue.md); the chart passes it."""
+    assert "--kueue" in operator_container(render({"kueue": {"enabled": True}}))["args"]
+    assert "--kueue" not in operator_container(render({}))["args"]
+
+
 def test_ha_variant_runs_two_spread_replicas_with_a_disruption_budget(render: Render) -> None:
     manifests = render(VARIANTS["ha"])
     deployment = only(manifests, "Deployment")
