@@ -37,6 +37,30 @@ def role_argv(module: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", f"bench.runtime.{module}", "--role", *extra]
 
 
+def run_ddp(argv: list[str], ranks: int) -> list[Any]:
+    """Run `argv` as `ranks` DDP processes on loopback; the JSON of each one's last line."""
+    import os
+
+    from psjob_runtime.launch import free_ports
+
+    port = free_ports("127.0.0.1", 1)[0]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    procs = [
+        subprocess.Popen(
+            argv,
+            env={**env, "WORLD_SIZE": str(ranks), "RANK": str(rank)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(ranks)
+    ]
+    outputs = [proc.communicate(timeout=TIMEOUT_SECONDS)[0] for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError(f"DDP with {ranks} ranks failed")
+    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+
 def mode_settings(mode: str) -> dict[str, Any]:
     """The training settings' mode fields (spec.training) for one of MODES."""
     return {"mode": mode, "staleness": SSP_STALENESS if mode == "ssp" else None}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from functools import partial
@@ -32,14 +31,13 @@ import torch
 
 from bench.runtime.jobs import (
     MODES,
-    ROOT,
     SSP_STALENESS,
-    TIMEOUT_SECONDS,
     launch,
     log,
     mode_args,
     rates,
     role_argv,
+    run_ddp,
 )
 
 BATCH = 64
@@ -96,29 +94,9 @@ def ddp_rank(steps: int, warmup: int) -> None:
 
 
 def ddp(ranks: int, steps: int, warmup: int) -> float:
-    from psjob_runtime.launch import free_ports
-
-    port = free_ports("127.0.0.1", 1)[0]
-    procs = [
-        subprocess.Popen(
-            role_argv("scaling", str(steps), str(warmup)),
-            env={
-                **os.environ,
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(ranks),
-                "RANK": str(rank),
-            },
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(ranks)
-    ]
-    outputs = [proc.communicate(timeout=TIMEOUT_SECONDS)[0] for proc in procs]
-    if any(proc.returncode for proc in procs):
-        raise RuntimeError(f"DDP with {ranks} ranks failed")
-    return sum(float(json.loads(out.strip().splitlines()[-1])) for out in outputs)
+    return sum(
+        float(rate) for rate in run_ddp(role_argv("scaling", str(steps), str(warmup)), ranks)
+    )
 
 
 def psjob(mode: str, servers: int, workers: int, steps: int, warmup: int) -> float:

@@ -32,7 +32,15 @@ from typing import Any
 
 import torch
 
-from bench.runtime.jobs import ROOT, TIMEOUT_SECONDS, log, mode_settings, role_argv, run_plans
+from bench.runtime.jobs import (
+    ROOT,
+    TIMEOUT_SECONDS,
+    log,
+    mode_settings,
+    role_argv,
+    run_ddp,
+    run_plans,
+)
 
 BATCHES = (32, 64)
 LR = 0.01
@@ -118,24 +126,8 @@ def _single(batch: int, steps: int, warmup: int) -> dict[str, float]:
 
 
 def _ddp(batch: int, steps: int, warmup: int, ranks: int = 2) -> dict[str, float]:
-    from psjob_runtime.launch import free_ports
-
-    port = free_ports("127.0.0.1", 1)[0]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    procs = [
-        subprocess.Popen(
-            role_argv("targets", "ddp", str(batch), str(steps), str(warmup), "1"),
-            env={**env, "WORLD_SIZE": str(ranks), "RANK": str(rank)},
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(ranks)
-    ]
-    outputs = [proc.communicate(timeout=TIMEOUT_SECONDS)[0] for proc in procs]
-    if any(proc.returncode for proc in procs):
-        raise RuntimeError(f"DDP with {ranks} ranks failed")
-    return _combined([json.loads(out.strip().splitlines()[-1]) for out in outputs])
+    argv = role_argv("targets", "ddp", str(batch), str(steps), str(warmup), "1")
+    return _combined(run_ddp(argv, ranks))
 
 
 def _psjob(contender: str, batch: int, steps: int, warmup: int) -> dict[str, float]:
