@@ -11,9 +11,8 @@
 `--profile` runs the operator under py-spy (slower: for finding hot spots, not for figures).
 `--largest` runs only the schema's largest job (10,000 servers and 10,000 workers) through the
 operator: its creation and all-ready times and the largest status it wrote, in bytes. No
-kubectl reference at that size (it would double the run). It cannot finish with the contract
-as it is: each pod lists every server's address, 590 KB a pod and 11.8 GB for the job's pods,
-more than etcd's default quota (bench/operator/findings.md, the schema's largest job).
+kubectl reference at that size (it would double the run); about 10 minutes on 2 cores, most
+of it the scheduler's (bench/operator/findings.md, the schema's largest job).
 `--memory` runs only the operator, one job per size (`--servers` servers, `--sizes` workers),
 smallest first in one stage: the operator's RSS after each and its peak so far, to tell how its
 memory grows with a job before trying a bigger one (with `--profile`, py-spy's profile too).
