@@ -5,14 +5,13 @@ phase and the spec, as the transitions of Kubeflow's training-operator do. What 
 says about it is the projection's business: this pass only records what happened and why.
 """
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from psjob_operator.conditions import is_true
 from psjob_operator.kueue.admission import Admission
 from psjob_operator.models import ConditionType, Phase, PSJob
-from psjob_operator.observe import PodView
-from psjob_operator.plan.decision import Event, EventType
+from psjob_operator.plan.acting import Acting
+from psjob_operator.plan.decision import EventType
 from psjob_operator.plan.judging import (
     first_failure,
     judge,
@@ -33,46 +32,8 @@ from psjob_operator.plan.pods import (
 from psjob_operator.plan.snapshot import Snapshot
 
 
-class Transition:
-    def __init__(
-        self,
-        job: PSJob,
-        snapshot: Snapshot,
-        now: datetime,
-        pod_group_crd: bool | None,
-        admission: Admission | None = None,
-    ) -> None:
-        self.job, self.spec, self.now = job, job.spec, now
-        self.previous = job.status
-        self.pod_group_crd = pod_group_crd
-        self.admission = admission
-        self.out = Outcome(
-            snapshot=snapshot,
-            phase=self.previous.phase,
-            restart_count=self.previous.restart_count,
-            start_time=self.previous.start_time,
-            completion_time=self.previous.completion_time,
-            next_restart_time=self.previous.next_restart_time,
-        )
-
-    # --- actions ---------------------------------------------------------------------------
-
-    def event(self, kind: EventType, reason: str, message: str) -> None:
-        self.out.events.append(Event(kind, reason, message))
-
-    def delete(self, pods: Sequence[PodView]) -> None:
-        """Once per pod, in linear time: a restart of the largest job deletes 20,000 pods."""
-        queued = set(self.out.delete_pods)
-        for pod in pods:
-            if not pod.deleting and pod.name not in queued:
-                self.out.delete_pods.append(pod.name)
-                queued.add(pod.name)
-
-    def requeue(self, seconds: float) -> None:
-        current = self.out.requeue_after
-        self.out.requeue_after = seconds if current is None else min(current, seconds)
-
-    # --- the situations ---------------------------------------------------------------------
+class Transition(Acting):
+    """The situations of a job's life, each one method; `run` picks one."""
 
     def run(self) -> Outcome:
         phase = self.previous.phase
