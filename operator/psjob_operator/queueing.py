@@ -161,8 +161,20 @@ class Queueing:
         self.admissions[key] = admission
         return admission
 
+    def _remember(self, key: Key, before: Manifest | None, fetched: Manifest) -> Manifest:
+        """Keep what a call returned, unless the watch brought a copy of the same Workload while
+        the call ran: that copy is as new or newer (Kueue may have answered already, and it
+        answers an inadmissible Workload once), and a stale copy would hide its answer."""
+        current = self.workloads.get(key)
+        if current is not None and current is not before:
+            if current["metadata"].get("uid") == fetched["metadata"].get("uid"):
+                return current
+        self.workloads[key] = fetched
+        return fetched
+
     async def _ensure_workload(self, key: Key, job: PSJob) -> tuple[Manifest | None, str | None]:
         namespace = job.metadata.namespace or "default"
+        before = self.workloads.get(key)
         workload = await self.call(self.api.get_workload, namespace, workload_name(job))
         if workload is None:
             priority_class = job.metadata.labels.get(PRIORITY_LABEL)
@@ -178,8 +190,7 @@ class Queueing:
             manifest = render_workload(job, priority_class or None, priority)
             workload = await self.call(self.api.create_workload, manifest)
             log.info("psjob %s/%s: created Workload %s", *key, manifest["metadata"]["name"])
-        self.workloads[key] = workload
-        return workload, None
+        return self._remember(key, before, workload), None
 
     async def placements(self, job: PSJob) -> dict[Role, Placement]:
         """Each role's placement on the flavors Kueue assigned; empty when the job is not queued."""
@@ -215,7 +226,7 @@ class Queueing:
             if exc.status in (CONFLICT, NOT_FOUND):
                 return  # Kueue changed it, or it is gone: the watch brings the news
             raise
-        self.workloads[key] = patched
+        self._remember(key, workload, patched)
 
 
 def register_handlers(registry: kopf.OperatorRegistry) -> None:

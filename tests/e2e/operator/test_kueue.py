@@ -227,7 +227,12 @@ def test_a_job_larger_than_any_flavor_stays_queued_with_kueues_reason(
         message = str(condition(psjobs.get("giant"), "Queued").get("message"))
         return message if "nvidia.com/gpu" in message else None
 
-    message = eventually(kueues_reason, "Kueue's reason in the Queued condition", 30)
+    try:
+        message = eventually(kueues_reason, "Kueue's reason in the Queued condition", 30)
+    except TimeoutError:
+        queued = condition(psjobs.get("giant"), "Queued").get("message")
+        answer = workload_of(psjobs, "giant").get("status", {}).get("conditions")
+        raise AssertionError(f"the job says {queued!r}; its Workload says {answer}") from None
     assert "insufficient quota" in message, message
     assert psjobs.pods("giant") == []
 
