@@ -37,6 +37,7 @@ ENV_RANK = "RANK"
 ENV_TRAINING = "PSJOB_TRAINING"
 ENV_RESTART_COUNT = "PSJOB_RESTART_COUNT"
 ENV_SECRET = "PSJOB_SECRET"
+ENV_PROGRESS_PORT = "PSJOB_PROGRESS_PORT"
 SECRET_KEY = "secret"
 """The key of the job's Secret that holds PSJOB_SECRET."""
 
@@ -55,6 +56,7 @@ CONTRACT_ENV = (
     ENV_TRAINING,
     ENV_RESTART_COUNT,
     ENV_SECRET,
+    ENV_PROGRESS_PORT,
 )
 """Variables the operator owns in every pod; a user's `env` may not redefine them."""
 
@@ -63,6 +65,13 @@ EXIT_RETRYABLE = 75
 
 DEFAULT_SERVER_PORT = 23456
 DEFAULT_SERVER_COMMAND = ("python", "-m", "psjob_runtime", "server")
+RENDEZVOUS_PORT_NAME = "rendezvous"
+
+DEFAULT_PROGRESS_PORT = 9400
+"""Where every server serves the job's progress (PSJOB_PROGRESS_PORT); server 0 answers."""
+PROGRESS_PORT_NAME = "progress"
+"""The server pods' container port the operator reads `PROGRESS_PATH` from."""
+PROGRESS_PATH = "/progress"
 
 DNS_LABEL_MAX = 63
 ROLE_INFIX_LENGTH = len("-worker-")

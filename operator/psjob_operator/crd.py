@@ -54,6 +54,18 @@ PRINTER_COLUMNS = [
         "description": "Ready/total worker pods",
         "jsonPath": ".status.workers.summary",
     },
+    {
+        "name": "Step",
+        "type": "integer",
+        "description": "Training step, as server 0 last reported it",
+        "jsonPath": ".status.progress.step",
+    },
+    {
+        "name": "Samples/s",
+        "type": "number",
+        "description": "Samples per second, as server 0 last reported them",
+        "jsonPath": ".status.progress.samplesPerSecond",
+    },
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restartCount"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

@@ -27,6 +27,10 @@ class PodView:
     reason: str | None
     message: str | None
     node: str | None
+    ip: str | None = None
+    """The pod's IP address, once it has one."""
+    progress_port: int | None = None
+    """The main container's port named `progress` (servers), where the runtime serves progress."""
 
     @property
     def finished(self) -> bool:
@@ -38,6 +42,17 @@ def _main_container_state(pod: dict[str, Any]) -> dict[str, Any]:
         if status.get("name") == contract.MAIN_CONTAINER:
             return dict(status)
     return {}
+
+
+def _progress_port(pod: dict[str, Any]) -> int | None:
+    for container in pod.get("spec", {}).get("containers") or []:
+        if container.get("name") != contract.MAIN_CONTAINER:
+            continue
+        for port in container.get("ports") or []:
+            number = port.get("containerPort")
+            if port.get("name") == contract.PROGRESS_PORT_NAME and isinstance(number, int):
+                return number
+    return None
 
 
 def pod_view(pod: dict[str, Any]) -> PodView | None:
@@ -67,4 +82,6 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         reason=terminated.get("reason") or status.get("reason"),
         message=(terminated.get("message") or status.get("message") or "").strip() or None,
         node=pod.get("spec", {}).get("nodeName"),
+        ip=status.get("podIP") or None,
+        progress_port=_progress_port(pod) if role is Role.SERVER and index == 0 else None,
     )

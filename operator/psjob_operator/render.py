@@ -34,6 +34,11 @@ SPEC_HASH_ANNOTATION = f"{contract.GROUP}/spec-hash"
 """On each pod: a digest of the spec it was rendered from; a mismatch means the job was edited."""
 
 
+OPERATOR_ONLY_TRAINING = {"total_steps"}
+"""Fields of spec.training for the operator alone: not handed to the runtime (whose older
+images refuse unknown settings) and not in the spec hash (changing them restarts nothing)."""
+
+
 def spec_hash(job: PSJob) -> str:
     """Digest of every spec field that shapes the pods (not the lifecycle rules of runPolicy)."""
     spec = job.spec
@@ -42,7 +47,7 @@ def spec_hash(job: PSJob) -> str:
         "imagePullPolicy": spec.image_pull_policy,
         "servers": spec.servers.model_dump(mode="json"),
         "workers": spec.workers.model_dump(mode="json"),
-        "training": spec.training.model_dump(mode="json"),
+        "training": spec.training.model_dump(mode="json", exclude=OPERATOR_ONLY_TRAINING),
         "scheduling": spec.run_policy.scheduling_policy.model_dump(mode="json"),
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
@@ -110,8 +115,11 @@ def contract_env(job: PSJob, role: Role, index: int, attempt: int) -> list[Manif
         contract.ENV_MASTER_PORT: str(job.spec.servers.port),
         contract.ENV_WORLD_SIZE: str(servers + workers),
         contract.ENV_RANK: str(rank),
-        contract.ENV_TRAINING: job.spec.training.model_dump_json(by_alias=True),
+        contract.ENV_TRAINING: job.spec.training.model_dump_json(
+            by_alias=True, exclude=OPERATOR_ONLY_TRAINING
+        ),
         contract.ENV_RESTART_COUNT: str(attempt),
+        contract.ENV_PROGRESS_PORT: str(contract.DEFAULT_PROGRESS_PORT),
     }
     secret = {
         "name": contract.ENV_SECRET,
@@ -143,7 +151,7 @@ def render_service(job: PSJob, role: Role) -> Manifest:
     }
     if role == Role.SERVER:
         port = job.spec.servers.port
-        spec["ports"] = [{"name": "rendezvous", "port": port, "targetPort": port}]
+        spec["ports"] = [{"name": contract.RENDEZVOUS_PORT_NAME, "port": port, "targetPort": port}]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -178,11 +186,42 @@ def _main_container(
     mounts = [m.model_dump(by_alias=True, exclude_none=True) for m in replica.volume_mounts]
     if mounts or "volumeMounts" in user_main:
         container["volumeMounts"] = [*user_main.get("volumeMounts", []), *mounts]
-    if role == Role.SERVER:
-        port = replica.port
-        container["ports"] = [{"name": "rendezvous", "containerPort": port, "protocol": "TCP"}]
+    ports = _merged_ports(_operator_ports(role, replica.port), user_main.get("ports") or [])
+    if ports:
+        container["ports"] = ports
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     return container
+
+
+def _operator_ports(role: Role, rendezvous: int) -> list[Manifest]:
+    if role != Role.SERVER:
+        return []
+    return [
+        {"name": contract.RENDEZVOUS_PORT_NAME, "containerPort": rendezvous, "protocol": "TCP"},
+        {
+            "name": contract.PROGRESS_PORT_NAME,
+            "containerPort": contract.DEFAULT_PROGRESS_PORT,
+            "protocol": "TCP",
+        },
+    ]
+
+
+def _merged_ports(operator: list[Manifest], user: Any) -> list[Any]:
+    """The operator's ports, then the template's own for the main container but those that name
+    or number one of the operator's (same protocol): the API server refuses two ports of one
+    name in a container, and the operator's port is the one the runtime listens on. Anything
+    malformed is passed on for the API server to refuse, naming the field."""
+    names = {port["name"] for port in operator}
+    numbers = {(port["containerPort"], port["protocol"]) for port in operator}
+
+    def repeats_the_operator(port: Any) -> bool:
+        return isinstance(port, dict) and (
+            port.get("name") in names
+            or (port.get("containerPort"), port.get("protocol", "TCP")) in numbers
+        )
+
+    user_ports = user if isinstance(user, list) else [user]
+    return [*operator, *(port for port in user_ports if not repeats_the_operator(port))]
 
 
 def render_pod(

@@ -69,7 +69,7 @@ def test_scale_status_and_columns() -> None:
     assert v["subresources"]["status"] == {}
     assert v["subresources"]["scale"]["specReplicasPath"] == ".spec.workers.replicas"
     columns = [c["name"] for c in v["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Servers", "Workers", "Restarts", "Age"]
+    assert columns == ["Phase", "Servers", "Workers", "Step", "Samples/s", "Restarts", "Age"]
     assert crd()["spec"]["names"]["shortNames"] == ["psj"]
 
 

@@ -81,6 +81,7 @@ def test_env_contract_for_a_worker() -> None:
         "RANK": "3",
         "PSJOB_RESTART_COUNT": "4",
         "PSJOB_SECRET": "",  # from the job's Secret, below
+        "PSJOB_PROGRESS_PORT": "9400",
     }
     (secret,) = [
         e

@@ -1,6 +1,7 @@
 """The PSJob API as pydantic models: the one source of truth for the CRD and for validation."""
 
 from psjob_operator.models.job import PSJob, PSJobSpec
+from psjob_operator.models.progress import Progress
 from psjob_operator.models.replica import ReplicaSpec, RestartPolicy
 from psjob_operator.models.role import Role
 from psjob_operator.models.run_policy import CleanPodPolicy, RunPolicy, SuccessPolicy
@@ -24,6 +25,7 @@ __all__ = [
     "PSJob",
     "PSJobSpec",
     "Phase",
+    "Progress",
     "ReplicaPhase",
     "ReplicaSpec",
     "ReplicaStatus",

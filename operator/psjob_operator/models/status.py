@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from psjob_operator.models.base import ApiModel
+from psjob_operator.models.progress import Progress
 from psjob_operator.models.role import Role
 
 
@@ -216,6 +217,11 @@ class JobStatus(ApiModel):
     )
     worker_selector: str | None = Field(
         None, description="Label selector of the worker pods (for the scale subresource)."
+    )
+    progress: Progress | None = Field(
+        None,
+        description="The training's progress as server 0 last reported it while the job ran; "
+        "kept when the job ends.",
     )
 
     def role_status(self, role: Role) -> RoleStatus:

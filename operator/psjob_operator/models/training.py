@@ -135,6 +135,13 @@ class Training(ApiModel):
         "their logs and statistics) instead of applying it, and never checkpoint such state. "
         "Set false only to study divergence.",
     )
+    total_steps: int | None = Field(
+        None,
+        ge=1,
+        description="How many steps the training runs, if known: status.progress then shows "
+        "percentDone and estimatedCompletionTime. For the operator only: not handed to the "
+        "runtime, and changing it restarts nothing.",
+    )
     config: FreeForm = Field(
         default_factory=dict, description="Free-form settings handed to the user's training code."
     )

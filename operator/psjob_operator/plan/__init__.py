@@ -20,6 +20,7 @@ from psjob_operator.plan.outcome import Outcome, Verdict
 from psjob_operator.plan.projection import project
 from psjob_operator.plan.snapshot import take_snapshot
 from psjob_operator.plan.transition import fail_at_once, transition
+from psjob_operator.progress import Reading
 
 __all__ = ["Decision", "Event", "EventType", "decide", "fail_now", "restart_backoff"]
 
@@ -30,11 +31,14 @@ def decide(
     now: datetime,
     pod_group_crd: bool | None = None,
     admission: Admission | None = None,
+    reading: Reading | None = None,
 ) -> Decision:
     """`pod_group_crd`: whether the gang scheduler's PodGroup CRD exists; None: no gang asked.
-    `admission`: Kueue's answer for a queued job; None: the job is not queued."""
+    `admission`: Kueue's answer for a queued job; None: the job is not queued.
+    `reading`: server 0's latest progress; None: no new one (status.progress stays)."""
     snapshot = take_snapshot(job, pods)
-    return _decision(job, transition(job, snapshot, now, pod_group_crd, admission), now)
+    outcome = transition(job, snapshot, now, pod_group_crd, admission)
+    return _decision(job, outcome, now, reading)
 
 
 def fail_now(
@@ -45,9 +49,11 @@ def fail_now(
     return _decision(job, outcome, now)
 
 
-def _decision(job: PSJob, outcome: Outcome, now: datetime) -> Decision:
+def _decision(
+    job: PSJob, outcome: Outcome, now: datetime, reading: Reading | None = None
+) -> Decision:
     return Decision(
-        status=project(job, outcome, now),
+        status=project(job, outcome, now, reading),
         create_pods=outcome.create_pods,
         delete_pods=outcome.delete_pods,
         events=outcome.events,

@@ -30,6 +30,7 @@ from psjob_operator.plan.judging import workers
 from psjob_operator.plan.outcome import Outcome
 from psjob_operator.plan.pods import POD_GROUP_MISSING
 from psjob_operator.plan.snapshot import LOST, Replica, ReplicaKey
+from psjob_operator.progress import Reading, project_progress
 
 C = ConditionType
 PHASE_CONDITIONS: dict[Phase, tuple[tuple[ConditionType, bool], ...]] = {
@@ -70,8 +71,11 @@ class _Conditions:
         )
 
 
-def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
-    """The job's new status: every field written here, from the outcome and its snapshot."""
+def project(
+    job: PSJob, outcome: Outcome, now: datetime, reading: Reading | None = None
+) -> JobStatus:
+    """The job's new status: every field written here, from the outcome and its snapshot, and
+    the progress from server 0's latest `reading` (None: the previous progress stays)."""
     snapshot = outcome.snapshot
     replicas = projected_phases(job, outcome)
     tolerated = outcome.tolerated
@@ -98,6 +102,7 @@ def project(job: PSJob, outcome: Outcome, now: datetime) -> JobStatus:
         attempt=outcome.attempt,
         next_restart_time=outcome.next_restart_time,
         worker_selector=selector(role_labels(job.metadata.name, Role.WORKER)),
+        progress=project_progress(job.status.progress, reading, job.spec.training.total_steps),
     )
 
 
