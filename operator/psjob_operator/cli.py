@@ -62,8 +62,16 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         leader_election_id=args.leader_election_id,
         pod_policy=PodPolicy(args.pod_policy),
         kueue=args.kueue,
+        progress_interval=args.progress_interval,
     )
     return asyncio.run(runner.run(options))
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="queue the jobs labelled kueue.x-k8s.io/queue-name through Kueue: create their "
         "Workload and no pod until Kueue admits it (docs/kueue.md; needs Kueue's CRDs)",
+    )
+    operator.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="read each running job's progress from its server 0 this often and write it to "
+        "status.progress (default 10; 0: never)",
     )
     operator.add_argument("--log-format", choices=["plain", "json"], default="plain")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -25,12 +25,13 @@ from psjob_operator import metrics
 from psjob_operator.conditions import is_true
 from psjob_operator.kube import CONFLICT, Kube, Manifest
 from psjob_operator.kueue import place_pod
-from psjob_operator.models import ConditionType, Phase, PSJob, Role
+from psjob_operator.models import ConditionType, Phase, Progress, PSJob, Role
 from psjob_operator.names import pod_name
 from psjob_operator.observe import PodView
 from psjob_operator.plan import Decision, Event, EventType, decide, fail_now
 from psjob_operator.pod_policy import REASON as POLICY_REASON
 from psjob_operator.pod_policy import PodPolicy, refusal
+from psjob_operator.progress import Reading
 from psjob_operator.queueing import Queueing
 from psjob_operator.render import (
     gang_scheduler,
@@ -143,6 +144,10 @@ class Reconciler:
         """Reconciles of a job that failed in a row, for its retry back-off."""
         self.rejected: dict[Key, str | None] = {}
         """The resourceVersion of each job body the models refused and the job was told of."""
+        self.readings: dict[Key, Reading] = {}
+        """Server 0's latest progress of each running job (progress_reader writes it)."""
+        self.progress_shown: dict[Key, tuple[int, float] | None] = {}
+        """The step and samples/s each job's gauges show."""
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -170,6 +175,9 @@ class Reconciler:
             self.queueing.forget(key)
         self.failures.pop(key, None)
         self.rejected.pop(key, None)
+        self.readings.pop(key, None)
+        if self.progress_shown.pop(key, None) is not None:
+            metrics.forget_job_progress(*key)
         timer = self.timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -278,7 +286,7 @@ class Reconciler:
         installed = None if gang is None else await self._crd_installed(gang.crd)
         queueing = self.queueing
         admission = None if queueing is None else await queueing.admission(key, job)
-        decision = decide(job, pods, now, installed, admission)
+        decision = decide(job, pods, now, installed, admission, self.readings.get(key))
         await self._apply(key, body, job, decision, pods, now)
         if queueing is not None and admission is not None:
             await queueing.settle(key, decision, pods_left=bool(pods))
@@ -326,6 +334,7 @@ class Reconciler:
         if decision.requeue_after is not None:
             self._requeue(key, decision.requeue_after + 0.05)
         self._record_phase(key, body, decision)
+        self._record_progress(key, decision.status.progress)
 
     async def _write_status(self, key: Key, body: Manifest, decision: Decision) -> None:
         status = decision.status.model_dump(mode="json", by_alias=True)
@@ -428,6 +437,16 @@ class Reconciler:
             return
         await asyncio.gather(*(self._call(self.kube.delete_pod, namespace, n) for n in names))
         metrics.PODS_DELETED.inc(len(names))
+
+    def _record_progress(self, key: Key, progress: Progress | None) -> None:
+        shown = None if progress is None else (progress.step, progress.samples_per_second)
+        if shown == self.progress_shown.get(key):
+            return
+        self.progress_shown[key] = shown
+        if shown is None:
+            metrics.forget_job_progress(*key)
+        else:
+            metrics.show_job_progress(*key, *shown)
 
     def _record_phase(self, key: Key, body: Manifest, decision: Decision) -> None:
         phase = (decision.status.phase or Phase.PENDING).value

@@ -5,6 +5,8 @@ while the operator is down still works: the garbage collector removes the childr
 their ownerReferences. `kopf run -m psjob_operator.handlers` runs these handlers too.
 """
 
+import asyncio
+import contextlib
 import copy
 import functools
 from typing import Any
@@ -18,6 +20,7 @@ from psjob_operator.controller import Reconciler
 from psjob_operator.kube import Kube
 from psjob_operator.observe import PodView, pod_view
 from psjob_operator.pod_policy import PodPolicy
+from psjob_operator.progress_reader import DEFAULT_INTERVAL_SECONDS, ProgressReader
 from psjob_operator.queueing import KueueApi, Queueing
 
 API_CONNECTIONS = 32
@@ -50,6 +53,19 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         if memo.get("kueue", False):  # set by runner.run
             kueue = functools.partial(Queueing, KueueApi(api))
         memo["reconciler"] = Reconciler(Kube(api), API_CONNECTIONS, policy, kueue)
+    interval = memo.get("progress_interval", DEFAULT_INTERVAL_SECONDS)  # set by runner.run
+    if interval > 0 and "progress_reader" not in memo:
+        reader = ProgressReader(memo["reconciler"], interval)
+        memo["progress_reader"] = asyncio.create_task(reader.run(), name="psjob-progress")
+
+
+@kopf.on.cleanup()
+async def stop_reading_progress(memo: Any, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("progress_reader")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @kopf.index("pods", labels={contract.LABEL_MANAGED_BY: contract.MANAGER})

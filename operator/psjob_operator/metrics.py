@@ -1,5 +1,7 @@
 """Prometheus metrics of the operator, served on /metrics."""
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -31,3 +33,27 @@ TIME_TO_RUNNING = Histogram(
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
     registry=REGISTRY,
 )
+JOB_STEP = Gauge(
+    "psjob_job_step",
+    "The training step of each job, from status.progress.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+JOB_SAMPLES_PER_SECOND = Gauge(
+    "psjob_job_samples_per_second",
+    "Samples per second of each job, from status.progress.",
+    ["namespace", "job"],
+    registry=REGISTRY,
+)
+
+
+def show_job_progress(namespace: str, job: str, step: int, samples_per_second: float) -> None:
+    JOB_STEP.labels(namespace, job).set(step)
+    JOB_SAMPLES_PER_SECOND.labels(namespace, job).set(samples_per_second)
+
+
+def forget_job_progress(namespace: str, job: str) -> None:
+    """A deleted job's gauges go: a job's series must not outlive it."""
+    for gauge in (JOB_STEP, JOB_SAMPLES_PER_SECOND):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, job)

@@ -32,6 +32,8 @@ class OperatorOptions:
     """Which pod template settings the operator refuses to create (pod_policy)."""
     kueue: bool = False
     """Queue the jobs labelled kueue.x-k8s.io/queue-name through Kueue (docs/kueue.md)."""
+    progress_interval: float = 10.0
+    """Seconds between two reads of each running job's progress; 0: none (progress_reader)."""
 
 
 def _identity() -> str:
@@ -84,7 +86,11 @@ async def _operate(
             standalone=True,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,
-            memo=kopf.Memo(pod_policy=options.pod_policy, kueue=options.kueue),
+            memo=kopf.Memo(
+                pod_policy=options.pod_policy,
+                kueue=options.kueue,
+                progress_interval=options.progress_interval,
+            ),
         )
     )
     stopping = asyncio.create_task(stop.wait())
