@@ -33,6 +33,7 @@ ENV_RANK = "RANK"
 ENV_TRAINING = "PSJOB_TRAINING"
 ENV_RESTART_COUNT = "PSJOB_RESTART_COUNT"
 ENV_SECRET = "PSJOB_SECRET"
+ENV_PROGRESS_PORT = "PSJOB_PROGRESS_PORT"
 
 MIN_SECRET_LENGTH = 32
 """Characters of PSJOB_SECRET at least; the operator and the launcher generate 64 hex digits."""
@@ -72,6 +73,8 @@ class JobContext:
     restart_count: int
     secret: bytes = field(repr=False)
     """The job's shared secret (auth.py): every peer proves it holds it before it is served."""
+    progress_port: int = 0
+    """Where servers answer GET /progress and /metrics (progress_http.py); 0: nowhere."""
 
     def worker_rank(self, index: int) -> int:
         return self.num_servers + index
@@ -103,6 +106,15 @@ def _int(
     if maximum is not None and value > maximum:
         raise ContractError(f"{name}={value} is above {maximum}: expected {expected}")
     return value
+
+
+def _progress_port(env: Mapping[str, str]) -> int:
+    """Optional: absent or 0 means no HTTP endpoint (a pod of an older operator has none)."""
+    if env.get(ENV_PROGRESS_PORT, "").strip() == "":
+        return 0
+    return _int(
+        env, ENV_PROGRESS_PORT, f"the progress port, 1..{MAX_PORT}, or 0 for none", 0, MAX_PORT
+    )
 
 
 def _address(raw: str, name: str) -> Address:
@@ -221,4 +233,5 @@ def read_context(env: Mapping[str, str] | None = None) -> JobContext:
         training=_training(env),
         restart_count=_int(env, ENV_RESTART_COUNT, "the job's restart count (>= 0)", 0),
         secret=_secret(env),
+        progress_port=_progress_port(env),
     )

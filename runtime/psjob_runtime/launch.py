@@ -4,7 +4,8 @@
         python -m psjob_runtime.examples.digits
 
 Servers run `python -m psjob_runtime server`, workers run the given command. Output is prefixed
-with the process's name; worker 0's progress line is redrawn in place on a terminal. The first
+with the process's name; worker 0's progress line is redrawn in place on a terminal, and the
+job's progress is served by server 0 at the URL printed at start. The first
 process to fail stops all others and its exit code becomes the launcher's (a signal death N
 becomes 128+N, as in a shell); Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop everything.
 On Linux the children are tied to the launcher: if it dies, even by SIGKILL, each one gets
@@ -90,7 +91,8 @@ def plan_job(
     base_env: dict[str, str] | None = None,
 ) -> list[ProcessPlan]:
     """Every process of a local job with the same contract variables the operator renders."""
-    ports = free_ports(host, servers)
+    ports = free_ports(host, 2 * servers)
+    ports, progress_ports = ports[:servers], ports[servers:]
     addrs = ",".join(f"{host}:{port}" for port in ports)
     shared = dict(os.environ if base_env is None else base_env)
     shared.update(
@@ -121,6 +123,7 @@ def plan_job(
             rank = index if role == "server" else servers + index
             env = dict(shared)
             env.update({c.ENV_ROLE: role, c.ENV_REPLICA_INDEX: str(index), c.ENV_RANK: str(rank)})
+            env[c.ENV_PROGRESS_PORT] = str(progress_ports[index]) if role == "server" else "0"
             plans.append(ProcessPlan(f"{role}-{index}", rank, list(argv), env))
     return plans
 
@@ -135,6 +138,13 @@ def describe_exit(code: int) -> str:
 def shell_exit_code(returncode: int) -> int:
     """Popen's returncode as a shell reports it: a death by signal N is 128+N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def progress_url(plans: list[ProcessPlan]) -> str:
+    """Where server 0 of a planned job answers GET /progress."""
+    (server0,) = [plan for plan in plans if plan.name == "server-0"]
+    host = server0.env[c.ENV_MASTER_ADDR]
+    return f"http://{host}:{server0.env[c.ENV_PROGRESS_PORT]}/progress"
 
 
 class Console:
@@ -392,7 +402,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print(f"psjob launch: {error}", file=sys.stderr)
         sys.exit(ExitCode.CONFIG_ERROR)
     console = Console(sys.stdout)
-    job = Job(plan_job(args.servers, args.workers, training, command, args.name), console)
+    plans = plan_job(args.servers, args.workers, training, command, args.name)
+    console.note(f"progress: {progress_url(plans)} (and /metrics on every server)")
+    job = Job(plans, console)
 
     def interrupted(signum: int, _frame: object) -> None:
         console.note(f"{signal.Signals(signum).name}: stopping every process")

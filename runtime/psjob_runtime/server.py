@@ -11,6 +11,10 @@ With spec.training.checkpoint set, the server restores its share from the newest
 checkpoint at start, writes one every `everySteps` steps, at the end, when a peer is lost (so a
 restart loses as little as possible) and on SIGTERM (pod deletion, node drain), then exits 143.
 
+Server 0 keeps each worker's latest report, which rides on the worker's requests (progress_block),
+and its own newest checkpoint; with PSJOB_PROGRESS_PORT set every server answers GET /metrics, and
+server 0 GET /progress (progress_http.py).
+
 Every request is checked before anything is allocated or received for it (see `_next_header`
 and the handlers): the header's fields against the peer's connection, the slice and the known
 tables, its announced payload bytes against what the op must carry. A bad request is a
@@ -20,6 +24,7 @@ and is reported, non-finite initial values are refused, and no checkpoint is wri
 non-finite state, so the newest finite checkpoint is never pruned.
 """
 
+import datetime
 import math
 import signal
 import sys
@@ -33,12 +38,14 @@ from typing import Any
 
 import torch
 
-from psjob_runtime import capacity, checkpoint
+from psjob_runtime import capacity, checkpoint, progress_block, server_endpoints
 from psjob_runtime.auth import join_job
 from psjob_runtime.consistency import Gate, SparseGrads, make_gate
 from psjob_runtime.contract import JobContext
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 from psjob_runtime.log import log
+from psjob_runtime.progress_block import BadBlockError
+from psjob_runtime.progress_board import ProgressBoard
 from psjob_runtime.reslice import dense_share, table_share
 from psjob_runtime.server_optimizer import build_optimizer, warm_up
 from psjob_runtime.sharding import balanced_slices
@@ -48,6 +55,8 @@ from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transport
 from psjob_runtime.wire import (
     HEADER_LEN,
+    INLINE_OPS,
+    PROGRESS_OPS,
     PROTOCOL_VERSION,
     REQUEST_PAYLOAD_OFFSET,
     TAG_HEADER,
@@ -147,6 +156,12 @@ class ParameterServer:
         self.every = settings.every_steps if settings else 0
         self.restored: checkpoint.Checkpoint | None = None
         self.last_checkpoint = -1
+        self.checkpoint_seconds: float | None = None
+        """How long this process's last checkpoint write took (the metrics endpoint's gauge)."""
+        self.board = ProgressBoard(ctx.num_workers) if ctx.replica_index == 0 else None
+        """Server 0 only: the workers' latest reports and the newest checkpoint."""
+        self.block_floats = progress_block.FLOATS if self.board is not None else 0
+        """Room for a progress block in every request buffer (server 0 only)."""
         self.total = 0
         self.refuse_non_finite = ctx.training.refuse_non_finite
         self.refused = 0
@@ -199,6 +214,10 @@ class ParameterServer:
             self.held_bytes += rows.nbytes + sum(t.nbytes for t in state.values())
         self.restored = found
         self.last_checkpoint = found.step
+        if self.board is not None:
+            written = found.folder / checkpoint.file_name(0, found.num_servers)
+            when = datetime.datetime.fromtimestamp(written.stat().st_mtime, datetime.UTC)
+            self.board.checkpoint_written(found.step, when)
         print(
             f"server {index}: restored checkpoint step {found.step} from {found.folder} "
             f"({found.num_servers} -> {servers} servers) in {time.monotonic() - started:.1f} s",
@@ -269,6 +288,9 @@ class ParameterServer:
         self.last_checkpoint = gate.step
         size = path.stat().st_size
         elapsed = time.monotonic() - started
+        self.checkpoint_seconds = elapsed
+        if self.board is not None:
+            self.board.checkpoint_written(gate.step)
         refused = f"; {self.refused} non-finite pushes refused so far" if self.refused else ""
         print(
             f"server {self.ctx.replica_index}: checkpoint step {gate.step} ({why}) "
@@ -445,13 +467,14 @@ class ParameterServer:
         Before the receive, the header's last field and the last element of each chunk of a
         whole PUSH_PULL get the markers that only a short message leaves in place.
         """
-        if self.gate is not None and link.inbox.numel() == REQUEST_PAYLOAD_OFFSET:
-            link.inbox = new_request_buffer(self.gate.params.numel())
+        bare = REQUEST_PAYLOAD_OFFSET + self.block_floats
+        if self.gate is not None and link.inbox.numel() == bare:
+            link.inbox = new_request_buffer(self.gate.params.numel() + self.block_floats)
         inbox = link.inbox
         raw = request_header(inbox)
         raw[HEADER_LEN - 1] = _SHORT[torch.int64]
-        if inbox.numel() > REQUEST_PAYLOAD_OFFSET:
-            _bits(inbox)[self._chunk_ends(inbox.numel(), 4)] = _SHORT[torch.float32]
+        for size in self._request_sizes(link):
+            _bits(inbox)[self._chunk_ends(size, 4)] = _SHORT[torch.float32]
         first = inbox[: self._per_chunk(4)]
         self.transport.recv(first, link.rank, TAG_HEADER, "waiting for its next request").wait()
         where = f"server {self.ctx.replica_index}: {link.peer}"
@@ -471,6 +494,18 @@ class ParameterServer:
             raise self._bad(
                 link, header, f"step {header.step} and numel {header.numel} must be >= 0"
             )
+        if header.progress and (
+            header.progress != progress_block.BYTES
+            or self.board is None
+            or header.op not in PROGRESS_OPS
+        ):
+            raise self._bad(
+                link,
+                header,
+                f"its progress field is {header.progress}: a progress block has "
+                f"{progress_block.BYTES} bytes and rides on PUSH_PULL, PULL_AFTER_PARTS and DONE "
+                "requests to server 0 only",
+            )
         expected = expected_payload_bytes(header.op, header.numel, header.extra[1])
         if header.payload != expected:
             raise self._bad(
@@ -481,27 +516,59 @@ class ParameterServer:
             )
         return header
 
-    def _inline_payload(self, link: _Link, header: Header, gate: Gate) -> torch.Tensor:
-        """The rest of a request whose payload travels behind its header, checked whole."""
-        inbox, size = link.inbox, REQUEST_PAYLOAD_OFFSET + gate.params.numel()
-        if inbox.numel() != size:
-            raise self._bad(link, header, "it came before worker 0's initial parameters")
-        per_chunk = self._per_chunk(4)
+    def _request_sizes(self, link: _Link) -> list[int]:
+        """Every length (in float32) that a request longer than its header may have on this
+        link: the inline payload, the progress block, or both behind the header's slots."""
+        block = self.block_floats
+        inline = link.inbox.numel() - REQUEST_PAYLOAD_OFFSET - block
+        sizes = {inline, block, inline + block} - {0}
+        return sorted(REQUEST_PAYLOAD_OFFSET + size for size in sizes)
+
+    def _receive_whole(self, link: _Link, header: Header, size: int, what: str) -> None:
+        """Receive the rest of a request of `size` float32 (beyond the first chunk) and check
+        that it filled every chunk."""
+        inbox, per_chunk = link.inbox, self._per_chunk(4)
         if size > per_chunk:
-            what = f"gradient of step {header.step}"
-            self.transport.recv(inbox[per_chunk:], link.rank, TAG_HEADER, what).wait()
+            self.transport.recv(inbox[per_chunk:size], link.rank, TAG_HEADER, what).wait()
         ends = self._chunk_ends(size, 4)
         if bool((_bits(inbox)[ends] == _SHORT[torch.float32]).any()):
-            raise self._bad(link, header, "its gradient was shorter than the header announced")
-        return request_payload(inbox)
+            raise self._bad(link, header, f"its {what} was shorter than the header announced")
+
+    def _inline_payload(self, link: _Link, header: Header, gate: Gate) -> torch.Tensor:
+        """The rest of a request whose payload travels behind its header, checked whole; a
+        progress block behind it is recorded."""
+        inbox, numel = link.inbox, gate.params.numel()
+        if inbox.numel() != REQUEST_PAYLOAD_OFFSET + numel + self.block_floats:
+            raise self._bad(link, header, "it came before worker 0's initial parameters")
+        end = REQUEST_PAYLOAD_OFFSET + numel
+        block = progress_block.FLOATS if header.progress else 0
+        self._receive_whole(link, header, end + block, f"gradient of step {header.step}")
+        if block:
+            self._record_progress(link, header, end)
+        return request_payload(inbox)[:numel]
+
+    def _record_progress(self, link: _Link, header: Header, start: int) -> None:
+        """Keep the worker's report from the block at `start` (float32) of its request."""
+        assert self.board is not None
+        raw = link.inbox[start : start + progress_block.FLOATS].numpy().tobytes()
+        try:
+            report = progress_block.decode(raw)
+        except BadBlockError as error:
+            raise self._bad(link, header, str(error)) from None
+        self.board.record(link.worker, report)
 
     def _serve_worker(self, worker: int) -> None:
         """Answer one worker's requests until it says DONE."""
         rank = self.ctx.worker_rank(worker)
         link = _Link(worker, rank, self.ctx.describe_rank(rank))
+        link.inbox = new_request_buffer(self.block_floats)
         finished = False
         while not finished:
             header = self._next_header(link)
+            if header.progress and header.op not in INLINE_OPS:
+                size = REQUEST_PAYLOAD_OFFSET + progress_block.FLOATS
+                self._receive_whole(link, header, size, "progress block")
+                self._record_progress(link, header, REQUEST_PAYLOAD_OFFSET)
             finished = self.serving[header.op](link, header)
 
     def _reply(self, link: _Link, header: Header, reply: torch.Tensor) -> None:
@@ -771,6 +838,7 @@ def serve(ctx: JobContext) -> None:
         server.terminate.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    server_endpoints.start(server)
     warm_up(ctx.training.optimizer)  # while the workers start and join
     server.restore()
     join_job(ctx)

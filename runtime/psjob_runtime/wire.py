@@ -1,7 +1,7 @@
 """The wire protocol between workers and servers.
 
 A request is one message (tag 1) that starts with a header of HEADER_ROOM int64 slots, the
-first ten of them used. A dense gradient travels in that same message, right behind the header
+first eleven of them used. A dense gradient travels in that same message, right behind the header
 (`PUSH_PULL`): the server posts one receive sized for its slice's largest request, gloo accepts
 a shorter message into it, so a header-only request and a whole push each wake the server once.
 Payloads whose size the server cannot know before the header (INIT before the slice exists, ids
@@ -17,7 +17,9 @@ for it aborts the process inside gloo (docs/security.md).
 
 Version 2 added the sparse-table ops, RESUME and the three `extra` header fields; version 3 the
 two payload byte counts; version 4 the gradient inside the PUSH_PULL request and the gradient
-parts pushed during backward (PUSH_PART, PULL_AFTER_PARTS). Headers are received into at least
+parts pushed during backward (PUSH_PART, PULL_AFTER_PARTS); version 5 the progress field: a
+request to server 0 may carry the worker's latest report (progress_block) behind its inline
+part, and the field says so (0 or progress_block.BYTES). Headers are received into at least
 HEADER_ROOM slots so that a peer of a later version with a longer header is told about the
 version mismatch instead of aborting the server.
 """
@@ -29,8 +31,8 @@ import torch
 
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 
-PROTOCOL_VERSION = 4
-HEADER_LEN = 10
+PROTOCOL_VERSION = 5
+HEADER_LEN = 11
 HEADER_ROOM = 16
 """Slots of a server's header receive buffer: room for a longer header of a later version; a
 request with an inline payload puts it behind these slots (REQUEST_PAYLOAD_OFFSET floats)."""
@@ -95,6 +97,11 @@ INLINE_OPS = frozenset({Op.PUSH_PULL})
 """Ops whose payload travels in the request message itself, behind the header."""
 
 
+PROGRESS_OPS = frozenset({Op.PUSH_PULL, Op.PULL_AFTER_PARTS, Op.DONE})
+"""Ops whose request to server 0 may carry the worker's latest report: the requests every step
+(and the last one) sends anyway, so a report never costs a message of its own."""
+
+
 def expected_payload_bytes(op: Op, numel: int, dim: int) -> tuple[int, int]:
     """What a well-formed request of `op` carries: float32 values and gradients, int64 ids.
 
@@ -121,6 +128,8 @@ class Header:
     extra: tuple[int, int, int] = (0, 0, 0)
     payload: tuple[int, int] = (0, 0)
     """Bytes of the payload messages that follow, as the sender counted them."""
+    progress: int = 0
+    """Bytes of the progress block behind the request's inline part (0: none)."""
 
     def encode(self, out: torch.Tensor) -> torch.Tensor:
         # Through numpy: one slice assignment, no temporary tensor on the per-step path.
@@ -132,20 +141,21 @@ class Header:
             self.numel,
             *self.extra,
             *self.payload,
+            self.progress,
         )
         return out
 
     @staticmethod
     def decode(raw: torch.Tensor) -> "Header":
         """The header in `raw`; the version first, so that any other version is named as such."""
-        version, op, worker, step, numel, e0, e1, e2, b0, b1 = raw[:HEADER_LEN].tolist()
+        version, op, worker, step, numel, e0, e1, e2, b0, b1, progress = raw[:HEADER_LEN].tolist()
         if version != PROTOCOL_VERSION:
             raise ProtocolVersionError(
                 f"peer speaks protocol version {version}, this process {PROTOCOL_VERSION}: "
                 "run the same psjob_runtime version in every pod"
             )
         try:
-            return Header(Op(op), worker, step, numel, (e0, e1, e2), (b0, b1))
+            return Header(Op(op), worker, step, numel, (e0, e1, e2), (b0, b1), progress)
         except ValueError:
             raise ProtocolError(f"unknown op code {op}") from None
 

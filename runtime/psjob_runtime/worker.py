@@ -24,25 +24,29 @@ this worker's loop resumes (0 on a fresh start).
 """
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, Self, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
+from psjob_runtime import progress_block
 from psjob_runtime.auth import join_job
 from psjob_runtime.backward_push import BUCKET_BYTES, BackwardPush
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
 from psjob_runtime.embedding import ShardedEmbedding, TableClient
 from psjob_runtime.errors import ContractError, install_exit_hook
-from psjob_runtime.progress import ProgressReporter
+from psjob_runtime.progress import ProgressOutbox, ProgressReporter
 from psjob_runtime.sharding import Slice, balanced_slices
 from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transfer, Transport, wait_all
 from psjob_runtime.wire import (
     HEADER_LEN,
+    PROGRESS_OPS,
     REQUEST_PAYLOAD_OFFSET,
     TAG_HEADER,
     TAG_PAYLOAD,
@@ -158,6 +162,12 @@ class ParameterServerOptimizer:
         self._inbox = torch.empty(self.flat.numel, pin_memory=pin) if staged else self.flat.values
         self._requests = [new_request_buffer(part.numel, pin) for part in self.slices]
         """Per server: the header slots, then the slice of the gradient (of INIT's values)."""
+        room = progress_block.FLOATS
+        self._to_server0 = new_request_buffer(self.slices[0].numel + room, pin)
+        """Server 0's request with room for a progress block behind the gradient."""
+        self._requests[0] = self._to_server0[: REQUEST_PAYLOAD_OFFSET + self.slices[0].numel]
+        self._bare_to_server0 = new_request_buffer(room)
+        """A bare request to server 0 that carries a progress block."""
         self._in_flight: list[Transfer] = []
         self._backward: BackwardPush | None = None
         self.steps = 0
@@ -235,27 +245,47 @@ class ParameterServerOptimizer:
         if self._inbox is not self.flat.values:
             self.flat.values.copy_(self._inbox)
 
-    def _header(self, op: Op, part: Slice) -> Header:
+    def _header(self, op: Op, part: Slice, progress: int = 0) -> Header:
         carried = 4 * part.numel if op in (Op.PUSH_PULL, Op.INIT) else 0
         extra = (self.flat.numel, 0, 0)
         worker = self.session.ctx.replica_index
-        return Header(op, worker, self.steps, part.numel, extra, (carried, 0))
+        return Header(op, worker, self.steps, part.numel, extra, (carried, 0), progress)
+
+    def _progress_block(self, op: Op, part: Slice) -> bytes | None:
+        """The latest report, when this request may carry it and it is time to send one."""
+        if part.server != 0 or op not in PROGRESS_OPS:
+            return None
+        return self.session.outbox.take(time.monotonic(), force=op is Op.DONE)
 
     def _requests_out(self, op: Op) -> list[Transfer]:
-        """One request per server: the header alone, or (PUSH_PULL) with the gradient behind it.
+        """One request per server: the header alone, or (PUSH_PULL) with the gradient behind it;
+        server 0's may carry the latest report behind that (progress_block).
 
         An inline payload counts as payload bytes in the transport's counts, like a separate
-        one."""
+        one; a progress block as header bytes."""
         transport = self.session.transport
         sends = []
         for request, part in zip(self._requests, self.slices, strict=True):
-            self._header(op, part).encode(request_header(request))
+            block = self._progress_block(op, part)
+            header = self._header(op, part, len(block) if block else 0)
             if op is Op.PUSH_PULL:
                 header_bytes = 4 * REQUEST_PAYLOAD_OFFSET
                 count = [(TAG_HEADER, header_bytes), (TAG_PAYLOAD, 4 * part.numel)]
                 message, what = request, f"gradient of step {self.steps}"
+                if block:
+                    message = self._to_server0[: request.numel() + progress_block.FLOATS]
+            elif block:
+                message, count = self._bare_to_server0, None
+                what = f"{op.name} request"
             else:
                 message, what, count = request[: 2 * HEADER_LEN], f"{op.name} request", None
+            header.encode(request_header(message))
+            if block:
+                message[-progress_block.FLOATS :].numpy().view(np.uint8)[:] = np.frombuffer(
+                    block, dtype=np.uint8
+                )
+                if count is not None:
+                    count.append((TAG_HEADER, len(block)))
             sends.append(transport.send(message, part.server, TAG_HEADER, what, count))
         return sends
 
@@ -307,6 +337,8 @@ class WorkerSession:
         self.ctx = ctx
         self.transport = Transport(ctx)
         self.reporter = ProgressReporter(ctx.replica_index, report_interval)
+        self.outbox = ProgressOutbox(ctx.replica_index)
+        """The latest report, until a request to server 0 carries it."""
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._optimizer: ParameterServerOptimizer | None = None
         self.server_stats: list[ServerStats] = []
@@ -394,8 +426,16 @@ class WorkerSession:
         return Subset(dataset, range(self.worker_index, size, self.num_workers))
 
     def report(self, step: int, loss: float, samples: int = 0, **metrics: float) -> None:
-        """Print a progress line (at most once a second): step, loss, samples/s, metrics."""
-        self.reporter.report(step, loss, samples, metrics)
+        """Report this worker's progress: step, loss, samples since the last report, metrics.
+
+        Prints a progress line (at most once a second) and hands the report to server 0 on the
+        next request sent anyway, for GET /progress and `status.progress`. At most 16 metrics
+        named [A-Za-z_][A-Za-z0-9_]{0,62} with finite values; what breaks these rules (or a
+        negative step or samples, a NaN loss) is left out with a warning, never an error.
+        """
+        report = self.outbox.put(step, loss, samples, metrics)
+        if report is not None:
+            self.reporter.report(report.step, report.loss, samples, report.metrics)
 
     def finish(self) -> list[ServerStats]:
         """Tell every server this worker is done; they exit once all workers are."""

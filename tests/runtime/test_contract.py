@@ -84,6 +84,9 @@ def test_a_missing_variable_is_named(name: str) -> None:
         ("PSJOB_TRAINING", '{"optimizer": {"lr": 1e400}}', "finite number"),
         ("PSJOB_TRAINING", '{"optimizer": {"lr": NaN}}', "finite number"),
         ("PSJOB_TRAINING", '{"checkpoint": {"dir": "../../etc"}}', "absolute, normalised path"),
+        ("PSJOB_PROGRESS_PORT", "70000", "PSJOB_PROGRESS_PORT=70000 is above 65535"),
+        ("PSJOB_PROGRESS_PORT", "-1", "PSJOB_PROGRESS_PORT=-1 is below 0"),
+        ("PSJOB_PROGRESS_PORT", "http", "PSJOB_PROGRESS_PORT='http' is not an integer"),
     ],
 )
 def test_a_malformed_variable_is_named(name: str, value: str, message: str) -> None:
@@ -92,6 +95,15 @@ def test_a_malformed_variable_is_named(name: str, value: str, message: str) -> N
     with pytest.raises(ContractError, match=name) as raised:
         read_context(env)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("value", "port"), [(None, 0), ("", 0), ("0", 0), ("9400", 9400)])
+def test_the_progress_port_is_optional_and_0_means_none(value: str | None, port: int) -> None:
+    env = valid_env()
+    env.pop("PSJOB_PROGRESS_PORT", None)
+    if value is not None:
+        env["PSJOB_PROGRESS_PORT"] = value
+    assert read_context(env).progress_port == port
 
 
 @pytest.mark.parametrize(
@@ -119,6 +131,7 @@ def test_a_rendezvous_other_than_server_0_is_refused_naming_both(name: str, valu
         ("PSJOB_NUM_WORKERS", "three", "PSJOB_NUM_WORKERS='three' is not an integer"),
         # a port out of range used to pass here and fail in the rendezvous: exit 75, retried
         ("MASTER_PORT", "70000", "MASTER_PORT=70000 is above 65535"),
+        ("PSJOB_PROGRESS_PORT", "99999", "PSJOB_PROGRESS_PORT=99999 is above 65535"),
     ],
 )
 def test_the_server_command_exits_78_naming_the_variable(

@@ -96,7 +96,7 @@ def test_another_protocol_version_is_a_config_error(tmp_path: Path) -> None:
         tmp_path,
         [{**PULL, "version": 2}],
         ExitCode.CONFIG_ERROR,
-        "peer speaks protocol version 2, this process 4",
+        "peer speaks protocol version 2, this process 5",
     )
 
 

@@ -5,9 +5,11 @@ listed in spec.training.config["script"] to server 0 exactly as written, whateve
 says, and lingers `linger` seconds before leaving so the server has time to act on the last one.
 Each request is a dict: op (name), worker, step, numel, extra, payload (announced bytes; default:
 what its messages hold), messages (payloads: dtype, count, fill, with "nan" and "inf" as strings),
-header_len (fields to send, default the full header), reply (dtype and count to receive, optional).
+header_len (fields to send, default the full header), reply (dtype and count to receive, optional),
+progress (a progress block, written raw whatever it holds: step, samples, loss, names, values and
+count, default len(names); the header's progress field says its bytes unless progress_field does).
 An op whose payload travels inline (PUSH_PULL) sends its first message right behind the header's
-slots, in one message, as a real worker does.
+slots, in one message, as a real worker does; a progress block follows, in the same message.
 """
 
 import datetime
@@ -15,8 +17,10 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from psjob_runtime import progress_block
 from psjob_runtime.auth import join_job
 from psjob_runtime.contract import read_context
 from psjob_runtime.wire import (
@@ -41,8 +45,26 @@ def _tensor(spec: dict[str, Any]) -> torch.Tensor:
     return torch.full((spec["count"],), fill, dtype=DTYPES[spec["dtype"]])
 
 
+def _raw_block(spec: dict[str, Any]) -> torch.Tensor:
+    """A progress block as the spec says, unchecked (int64 slots, see progress_block)."""
+    slots = np.zeros(progress_block.SLOTS, dtype=np.int64)
+    names = spec.get("names", [])
+    slots[0], slots[1] = spec.get("step", 0), spec.get("samples", 0)
+    slots[3] = spec.get("count", len(names))
+    floats = slots.view(np.float64)
+    floats[2] = float(spec.get("loss", 1.0))  # "nan" as a string: JSON has no NaN
+    for index, (name, value) in enumerate(zip(names, spec.get("values", []), strict=True)):
+        floats[4 + index] = float(value)
+        raw = np.frombuffer(name.encode(), dtype=np.uint8)
+        start = 8 * (4 + progress_block.MAX_METRICS) + progress_block.NAME_BYTES * index
+        slots.view(np.uint8)[start : start + len(raw)] = raw
+    return torch.from_numpy(slots)
+
+
 def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
     messages = [_tensor(spec) for spec in request.get("messages", [])]
+    block = _raw_block(request["progress"]) if "progress" in request else None
+    progress = request.get("progress_field", 0 if block is None else progress_block.BYTES)
     announced = [nbytes(m) for m in messages] + [0, 0]
     header = Header(
         Op[request["op"]],
@@ -51,13 +73,17 @@ def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
         request.get("numel", 0),
         tuple(request.get("extra", (0, 0, 0))),
         tuple(request.get("payload", announced[:2])),
+        progress,
     ).encode(torch.zeros(HEADER_ROOM, dtype=torch.int64))
     header[0] = request.get("version", header[0])
     header[1] = request.get("op_code", header[1])
+    behind = [block.view(torch.uint8)] if block is not None else []
     if Op[request["op"]] in INLINE_OPS and messages:
         inline = messages.pop(0)
-        request_bytes = [header.view(torch.uint8), inline.view(-1).view(torch.uint8)]
+        request_bytes = [header.view(torch.uint8), inline.view(-1).view(torch.uint8), *behind]
         group.send([torch.cat(request_bytes)], 0, TAG_HEADER).wait(WAIT)
+    elif behind:
+        group.send([torch.cat([header.view(torch.uint8), *behind])], 0, TAG_HEADER).wait(WAIT)
     else:
         group.send([header[: request.get("header_len", HEADER_LEN)]], 0, TAG_HEADER).wait(WAIT)
     for message in messages:
