@@ -69,7 +69,10 @@ class ProgressReader:
         ) as session:
             while True:
                 started = loop.time()
-                await self.read_all(session)
+                try:
+                    await self.read_all(session)
+                except Exception:  # a bug here must not end progress for good
+                    log.exception("reading the jobs' progress failed; trying again next round")
                 await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
 
     async def read_all(self, session: aiohttp.ClientSession) -> None:
