@@ -204,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HTTPError as error:
         print(f"kubectl-psjob: cannot reach the API server: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:  # an answer that is not JSON, or too long
+        print(f"kubectl-psjob: unexpected answer from the API server: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return INTERRUPTED
     except BrokenPipeError:

@@ -1,6 +1,5 @@
 """Reading the job's pod logs: all at once to interleave, or followed by one thread per pod."""
 
-import json
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -12,13 +11,19 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 from psjob_operator import contract
-from psjob_operator.kubectl_plugin.cluster import NOT_FOUND, api_message
+from psjob_operator.kubectl_plugin.cluster import (
+    NOT_FOUND,
+    READ_TIMEOUT,
+    api_message,
+    open_get,
+    pod_path,
+    read_pod,
+)
 from psjob_operator.kubectl_plugin.log_lines import LineSplitter, PodLog, prefixed
 
 LOG_BYTES_MAX = 32 * 1024 * 1024
 """Bytes read of one pod's log when not following: use --tail for the end of a longer one."""
 CHUNK = 65_536
-CONNECT_TIMEOUT = 10
 RETRY_SECONDS = 2.0
 """How often a follower asks again for the log of a container that has not started yet."""
 FETCHERS = 8
@@ -39,24 +44,21 @@ def _open(
     target: Target,
     tail: int | None,
     follow: bool,
-    timestamps: bool,
 ) -> Any:
-    # No read timeout: a followed log may stay quiet for as long as the training does.
-    options: dict[str, Any] = {
-        "container": contract.MAIN_CONTAINER,
-        "_request_timeout": (CONNECT_TIMEOUT, None),
-    }
+    """The log stream of the pod's main container; timestamped unless followed."""
+    query = {"container": contract.MAIN_CONTAINER}
     if tail is not None:
-        options["tail_lines"] = tail
+        query["tailLines"] = str(tail)
     if follow:
-        options["follow"] = True
-    if timestamps:
-        options["timestamps"] = True
-    return client.CoreV1Api(api).read_namespaced_pod_log(
-        target.pod,
-        namespace,
-        _preload_content=False,
-        **options,
+        query["follow"] = "true"
+    else:
+        query["timestamps"] = "true"
+    # No read timeout when following: a log may stay quiet for as long as the training does.
+    return open_get(
+        api,
+        f"{pod_path(namespace, target.pod)}/log",
+        query,
+        read_timeout=None if follow else READ_TIMEOUT,
     )
 
 
@@ -64,7 +66,7 @@ def _read(api: client.ApiClient, namespace: str, target: Target, tail: int | Non
     splitter = LineSplitter()
     lines: list[str] = []
     try:
-        response = _open(api, namespace, target, tail, follow=False, timestamps=True)
+        response = _open(api, namespace, target, tail, follow=False)
     except ApiException as error:
         return PodLog(target.source, [], problem=api_message(error))
     read = 0
@@ -88,16 +90,10 @@ def read_all(
 
 
 def _finished(api: client.ApiClient, namespace: str, pod: str) -> bool:
-    try:
-        read: Any = client.CoreV1Api(api).read_namespaced_pod(
-            pod, namespace, _preload_content=False
-        )
-    except ApiException as error:
-        if error.status == NOT_FOUND:
-            return True
-        raise
-    status = json.loads(read.data).get("status") or {}
-    return status.get("phase") in FINISHED
+    """Whether the pod is gone or ended: its log will never start then."""
+    found = read_pod(api, namespace, pod)
+    status = found.get("status") if found else None
+    return not isinstance(status, dict) or status.get("phase") in FINISHED
 
 
 def _follow(
@@ -111,7 +107,7 @@ def _follow(
     """Emit the pod's lines until its container ends; wait while it has not started."""
     while not stop.is_set():
         try:
-            response = _open(api, namespace, target, tail, follow=True, timestamps=False)
+            response = _open(api, namespace, target, tail, follow=True)
         except ApiException as error:
             # 400: the container is waiting to start (or never will: the pod ended first).
             if error.status == NOT_FOUND or _finished(api, namespace, target.pod):
