@@ -75,6 +75,7 @@ def _read(api: client.ApiClient, namespace: str, target: Target, tail: int | Non
             read += len(chunk)
             lines += splitter.feed(chunk)
             if read >= LOG_BYTES_MAX:
+                response.close()  # the rest stays unread: this connection cannot be reused
                 return PodLog(target.source, lines, problem=f"log cut at {LOG_BYTES_MAX} bytes")
     finally:
         response.release_conn()
@@ -121,6 +122,7 @@ def _follow(
                 for line in splitter.feed(chunk):
                     emit(prefixed(target.source, line))
                 if stop.is_set():
+                    response.close()
                     return
             for line in splitter.end():
                 emit(prefixed(target.source, line))
