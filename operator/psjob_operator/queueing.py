@@ -166,9 +166,9 @@ class Queueing:
         the call ran: that copy is as new or newer (Kueue may have answered already, and it
         answers an inadmissible Workload once), and a stale copy would hide its answer."""
         current = self.workloads.get(key)
-        if current is not None and current is not before:
-            if current["metadata"].get("uid") == fetched["metadata"].get("uid"):
-                return current
+        watched = None if current is None or current is before else current
+        if watched is not None and watched["metadata"].get("uid") == fetched["metadata"].get("uid"):
+            return watched
         self.workloads[key] = fetched
         return fetched
 
