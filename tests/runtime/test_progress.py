@@ -198,7 +198,7 @@ def block(**fields: Any) -> dict[str, Any]:
 def test_server_0_refuses_a_bad_progress_block_naming_the_field(
     tmp_path: Path, bad: dict[str, Any], named: str
 ) -> None:
-    end = run_rogue(tmp_path, [request("INIT"), request("PULL"), bad])
+    end = run_rogue(tmp_path, [request("INIT"), bad])
     assert end.returncode == ExitCode.RETRYABLE, end.log
     assert "psjob: server 0: worker 0 (rank 1) sent a bad" in end.log, end.log
     assert named in end.log, end.log
