@@ -199,9 +199,7 @@ def stage(root: Path, profile: Path | None = None) -> Iterator[Stage]:
     """
     with local_cluster(root / "cluster", NODES, no_run=True) as cluster:
         cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "crd/psjobs.psjob.dev", "--timeout=60s"
-        )
+        cluster.wait_established("psjobs.psjob.dev")
         for namespace in (OPERATOR_NAMESPACE, REFERENCE_NAMESPACE):
             cluster.kubectl("create", "namespace", namespace)
         api = cluster.api_client()

@@ -10,6 +10,7 @@ This is the API the pytest fixtures and ``python -m psjob_localcluster dev`` use
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from psjob_localcluster.procs import (
     wait_until_gone,
 )
 from psjob_localcluster.tools import Tools, require_tools
+from psjob_localcluster.waiting import wait_for
 
 DEFAULT_NODES = (NodeSpec("node-0"), NodeSpec.parse("node-1:nvidia.com/gpu=4"))
 """node-1 also offers 4 nvidia.com/gpu, so GPU requests can be scheduled (nothing enforces them)."""
@@ -89,6 +91,22 @@ class RunningCluster:
                 f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}"
             )
         return done
+
+    def wait_established(self, *crds: str, timeout: float = 60.0) -> None:
+        """Wait until every named CRD is served. `kubectl wait --for=condition=Established` fails
+        at once on a CRD whose status has no conditions yet, which a loaded API server shows."""
+
+        def established() -> bool:
+            listed = self.kubectl("get", "crd", *crds, "-o", "json").stdout
+            return all(
+                any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+                for conditions in (
+                    (item.get("status") or {}).get("conditions") or []
+                    for item in json.loads(listed)["items"]
+                )
+            )
+
+        wait_for(established, f"CRDs {', '.join(crds)} to be Established", timeout)
 
     def log_tails(self, lines: int = 30) -> str:
         """The tail of every component's log (etcd, API server, ..., the node's processes)."""

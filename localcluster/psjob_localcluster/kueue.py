@@ -221,18 +221,6 @@ def _apply(cluster: RunningCluster, manifests: list[Manifest]) -> None:
     )
 
 
-def _established(cluster: RunningCluster) -> bool:
-    """Every converted CRD is served (`kubectl wait` fails on a CRD that has no conditions yet)."""
-    listed = cluster.kubectl("get", "crd", *CONVERTED_CRDS, "-o", "json").stdout
-    return all(
-        any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-        for conditions in (
-            (item.get("status") or {}).get("conditions") or []
-            for item in json.loads(listed)["items"]
-        )
-    )
-
-
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
@@ -271,7 +259,7 @@ def start_kueue(
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     _apply(cluster, [namespace, certificate_secret(certs)])
     _apply(cluster, loopback_crds(kueue, webhook_port, ca_bundle))
-    wait_for(lambda: _established(cluster), "Kueue's CRDs to be Established", 60)
+    cluster.wait_established(*CONVERTED_CRDS)
     _apply(cluster, loopback_webhooks(kueue, webhook_port, ca_bundle))
     serving = root / "serving"
     serving.mkdir(exist_ok=True)

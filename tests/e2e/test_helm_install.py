@@ -264,7 +264,7 @@ def test_documented_crd_upgrade_and_gitops_jobs_pass_the_api_server(
     cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"),
     )  # fmt: skip
-    cluster.kubectl("wait", "--for=condition=Established", "crd/psjobs.psjob.dev")
+    cluster.wait_established("psjobs.psjob.dev")
     built = cluster.kubectl("kustomize", str(ROOT / "examples" / "gitops" / "jobs")).stdout
     jobs = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "PSJob"]
     assert jobs

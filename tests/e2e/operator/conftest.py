@@ -35,7 +35,7 @@ _KUEUE = pytest.StashKey[RunningKueue]()
 @pytest.fixture(scope="session")
 def psjob_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/psjobs.psjob.dev", "--timeout=60s")
+    cluster.wait_established("psjobs.psjob.dev")
 
 
 @pytest.fixture(scope="session")
