@@ -35,7 +35,10 @@ from psjob_runtime.wire import (
     nbytes,
 )
 
-WAIT = datetime.timedelta(seconds=5)
+WAIT = datetime.timedelta(seconds=30)
+"""How long a send or receive may wait for the server: long enough for a server that is still
+starting on a loaded machine (5 s failed 2 runs in 9 at load 5-8); a server that refused and
+left ends the wait at once, since its connection closes."""
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
 
 
