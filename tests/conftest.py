@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without xdist has no such hook
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     """On the controller, once a worker collected: xdist names each group in the node ids."""
     if node.config.getoption("dist") != "loadgroup":

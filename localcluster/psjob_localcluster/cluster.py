@@ -97,12 +97,14 @@ class RunningCluster:
         at once on a CRD whose status has no conditions yet, which a loaded API server shows."""
 
         def established() -> bool:
-            listed = self.kubectl("get", "crd", *crds, "-o", "json").stdout
+            answer = json.loads(self.kubectl("get", "crd", *crds, "-o", "json").stdout)
+            items = (
+                answer["items"] if answer.get("kind") == "List" else [answer]
+            )  # one name: no List
             return all(
                 any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
                 for conditions in (
-                    (item.get("status") or {}).get("conditions") or []
-                    for item in json.loads(listed)["items"]
+                    (item.get("status") or {}).get("conditions") or [] for item in items
                 )
             )
 
