@@ -16,7 +16,7 @@ from psjob_operator.models import PSJob, Role
 from psjob_operator.progress_reader import ProgressReader
 
 from tests.support.pod_views import pod_view
-from tests.unit.test_progress import body
+from tests.unit.test_progress_status import body
 
 JOB = PSJob.model_validate(
     {
