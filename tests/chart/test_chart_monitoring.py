@@ -13,10 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
-from psjob_localcluster.tools import KUBERNETES_VERSION
 from psjob_operator import contract
 from psjob_operator import metrics as operator_metrics
 from psjob_operator.models import PSJob, Role
@@ -170,32 +168,6 @@ def test_helm_lint_is_clean_with_both_enabled(helm: HelmRun, tmp_path: Path) -> 
     values.write_text(yaml.safe_dump({"metrics": MONITORING, "watchNamespaces": ["team-a"]}))
     done = helm("lint", "--strict", str(CHART), "--values", str(values))
     assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout
-
-
-@pytest.mark.parametrize(
-    ("values", "message"),
-    [
-        ({"metrics": {"podMonitor": {"interval": "often"}}}, "/metrics/podMonitor/interval"),
-        ({"metrics": {"podMonitor": {"enable": True}}}, "additional properties 'enable'"),
-        (
-            {"metrics": {"grafanaDashboard": {"namespace": "Grafana"}}},
-            "/grafanaDashboard/namespace",
-        ),
-        ({"metrics": {"grafanaDashboard": {"labels": {"folder": 1}}}}, "/grafanaDashboard/labels"),
-    ],
-    ids=["bad-interval", "misspelt-key", "bad-namespace", "non-string-label"],
-)
-def test_bad_values_fail_naming_the_key(
-    values: dict[str, Any], message: str, helm: HelmRun, tmp_path: Path
-) -> None:
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    done = helm(
-        "template", "psjob", str(CHART), "--kube-version", KUBERNETES_VERSION,
-        "--values", str(values_file), check=False,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert message in done.stderr, done.stderr
 
 
 # --- The PodMonitor against the pods the operator creates ------------------------------------

@@ -207,9 +207,18 @@ def test_metrics_service_can_be_turned_off(render: Render) -> None:
             {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
             "set metrics.service.enabled=true",
         ),
+        ({"metrics": {"podMonitor": {"interval": "often"}}}, "/metrics/podMonitor/interval"),
+        ({"metrics": {"podMonitor": {"enable": True}}}, "additional properties 'enable'"),
+        (
+            {"metrics": {"grafanaDashboard": {"namespace": "Grafana"}}},
+            "/grafanaDashboard/namespace",
+        ),
+        ({"metrics": {"grafanaDashboard": {"labels": {"folder": 1}}}}, "/grafanaDashboard/labels"),
     ],
     ids=["unknown-key", "misspelt-nested-key", "wrong-type", "bad-enum", "bad-pod-policy",
-         "bad-namespace", "missing-account-name", "monitor-without-service"],
+         "bad-namespace", "missing-account-name", "monitor-without-service",
+         "bad-pod-monitor-interval", "misspelt-pod-monitor-key", "bad-dashboard-namespace",
+         "non-string-dashboard-label"],
 )  # fmt: skip
 def test_bad_values_fail_naming_the_key(
     values: dict[str, Any], message: str, helm: HelmRun, tmp_path: Path
