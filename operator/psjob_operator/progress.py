@@ -102,6 +102,12 @@ class Reading:
     body: ProgressBody
     read_time: datetime
 
+    def says_anything(self) -> bool:
+        """Whether a worker has reported yet: before that the body holds zeros, and a short job
+        read only then would end showing step 0 instead of no progress at all."""
+        body = self.body
+        return body.step > 0 or body.samples > 0 or body.checkpoint is not None
+
     def same_values(self, other: "Reading | None") -> bool:
         """Whether `other` says the same about the training (its own time aside): a job whose
         numbers did not move costs no status write."""

@@ -109,7 +109,9 @@ class ProgressReader:
             parsed, read_time.replace(microsecond=read_time.microsecond // 1000 * 1000)
         )
         readings = self.reconciler.readings
-        if reading.same_values(readings.get(key)) or key not in self.reconciler.phases:
+        if not reading.says_anything() or key not in self.reconciler.phases:
+            return
+        if reading.same_values(readings.get(key)):
             return
         readings[key] = reading
         self.reconciler.trigger(key)

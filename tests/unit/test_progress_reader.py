@@ -166,3 +166,20 @@ def test_a_server_without_an_ip_or_port_is_not_read() -> None:
     reconciler.pods = {("ns", "a"): [pod_view(JOB, Role.SERVER, 0, ip=None, progress_port=9400)]}
     asyncio.run(one_round(ProgressReader(reconciler)))
     assert reconciler.readings == {}
+
+
+def test_a_body_before_any_report_is_no_progress() -> None:
+    # A short job read only while its workers still import torch would end showing step 0.
+    async def scenario() -> None:
+        reconciler = Recorder()
+        answer = body(step=0, samples=0, samplesPerSecond=0.0, loss=None, checkpoint=None)
+        async with endpoint(serving(answer)) as port:
+            running(reconciler, {("ns", "a"): port})
+            reader = ProgressReader(reconciler)
+            await one_round(reader)
+            assert reconciler.readings == {} and reconciler.triggered == []
+            answer.update(step=3, samples=96)
+            await one_round(reader)
+            assert reconciler.readings[("ns", "a")].body.step == 3
+
+    asyncio.run(scenario())
