@@ -331,6 +331,8 @@ class Reconciler:
             log.info("psjob %s/%s finished and its TTL passed: deleting it", *key)
             await self._call(self.kube.delete_job, *key)
             return
+        if key not in self.jobs:
+            return  # deleted while this reconcile acted: its metrics went with it (_forget)
         if decision.requeue_after is not None:
             self._requeue(key, decision.requeue_after + 0.05)
         self._record_phase(key, body, decision)
@@ -340,7 +342,8 @@ class Reconciler:
         status = decision.status.model_dump(mode="json", by_alias=True)
         version = body["metadata"]["resourceVersion"]
         patched = await self._call(self.kube.patch_status, *key, version, status)
-        if _newer(patched, self.jobs.get(key)):
+        cached = self.jobs.get(key)
+        if cached is not None and _newer(patched, cached):  # None: deleted during the write
             self.jobs[key] = patched
 
     async def _post_events(self, body: Manifest, events: list[Event]) -> None:

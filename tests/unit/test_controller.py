@@ -165,3 +165,37 @@ def test_a_refused_pod_creation_stops_the_creation_of_the_rest(
     reconcile(reconciler, big_job(servers=2, workers=498))
     assert 1 <= kube.pods_asked <= 4, "at most one creation per API thread was in flight"
     assert "failed (1 in a row)" in caplog.records[-1].getMessage()
+
+
+class DeletedDuringTheWrite(FakeKube):
+    """A status write that returns only after the job's deletion reached the reconciler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.deleted = threading.Event()
+
+    def patch_status(self, namespace: str, name: str, version: str, status: Manifest) -> Manifest:
+        self.writing.set()
+        self.deleted.wait(10)
+        return super().patch_status(namespace, name, version, status)
+
+
+def test_a_job_deleted_while_its_reconcile_acts_leaves_no_metric_or_cache_behind() -> None:
+    kube = DeletedDuringTheWrite()
+    reconciler = Reconciler(cast(Kube, kube), api_threads=1)
+    body = job_body("1")
+
+    async def scenario() -> None:
+        reconciler.observe_job(body, deleted=False)
+        while not kube.writing.is_set():
+            await asyncio.sleep(0.01)
+        reconciler.observe_job(body, deleted=True)
+        kube.deleted.set()
+        while reconciler.running:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert KEY not in reconciler.jobs
+    assert KEY not in reconciler.phases and KEY not in reconciler.progress_shown
+    assert KEY not in reconciler.timers
