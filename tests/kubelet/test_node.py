@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from kubernetes import client
 from psjob_localcluster.controlplane import free_port
@@ -110,7 +111,7 @@ def test_pods_find_services_and_each_other_through_cluster_dns(
 
 
 def test_kubectl_exec_and_port_forward_reach_a_container_through_the_kubelet(
-    kubelet: KubeletCluster, kube: client.ApiClient, namespace: str
+    kubelet: KubeletCluster, kube: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
     core = client.CoreV1Api(kube)
     serve = ["python", "-m", "http.server", "8080", "--directory", "/home/psjob"]
@@ -121,23 +122,41 @@ def test_kubectl_exec_and_port_forward_reach_a_container_through_the_kubelet(
         "import pathlib; pathlib.Path('/home/psjob/hello.txt').write_text('hello from exec')",
     )  # fmt: skip
     assert made.returncode == 0
-    port = free_port()
-    forward = subprocess.Popen(
-        [str(kubelet.tools.kubectl), f"--kubeconfig={kubelet.kubeconfig}", "port-forward",
-         "-n", namespace, "pod/web", f"{port}:8080"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
+    output = tmp_path / "port-forward.log"
+    forwards: list[tuple[subprocess.Popen[str], int]] = []
 
-        def fetch() -> str | None:
+    def start_forward(out: TextIO) -> None:
+        port = free_port()
+        process = subprocess.Popen(
+            [str(kubelet.tools.kubectl), f"--kubeconfig={kubelet.kubeconfig}", "port-forward",
+             "-n", namespace, "pod/web", f"{port}:8080"],
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        forwards.append((process, port))
+
+    with output.open("w") as out:
+        start_forward(out)
+        try:
+
+            def fetch() -> str | None:
+                process, port = forwards[-1]
+                if process.poll() is not None and len(forwards) < 3:
+                    start_forward(out)  # kubectl port-forward ends on a stream error: run it again
+                    return None
+                try:
+                    url = f"http://127.0.0.1:{port}/hello.txt"
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        return str(response.read().decode())
+                except OSError:
+                    return None
+
             try:
-                url = f"http://127.0.0.1:{port}/hello.txt"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    return str(response.read().decode())
-            except OSError:
-                return None
-
-        assert wait_for(fetch, "the file through kubectl port-forward", 30) == "hello from exec"
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
+                fetched = wait_for(fetch, "the file through kubectl port-forward", 60)
+            except TimeoutError as error:
+                said = output.read_text()
+                raise AssertionError(f"{error}; kubectl port-forward said:\n{said}") from None
+            assert fetched == "hello from exec"
+        finally:
+            for process, _ in forwards:
+                process.terminate()
+                process.wait(timeout=10)
