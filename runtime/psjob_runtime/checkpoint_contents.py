@@ -9,11 +9,32 @@ slice of `total` elements and its rows of each table) and against each other, be
 used; a file that fails is passed over like a truncated one. The checks read only the pickled
 header and tensor metadata, never the memory-mapped data.
 
-Keys of one server's file (see ParameterServer._snapshot):
+Keys of one server's file (see ParameterServer._snapshot), format 3:
 
     format, owner, server, servers, step, updates, worker_steps
     dense:  total, start, stop, values, state {name: 0-d or per-element tensor}
-    tables: [{table, num_rows, dim, rows, state {name: tensor shaped like rows}, step}]
+    tables: one entry per table, in table order, each with
+        kind: "fixed" or "dynamic"; table (int); dim (int); step (int: the table's update count
+        on this server, which lazy Adam's bias correction and a dynamic table's TTL count in)
+      kind "fixed" (rows of ids id % servers == server, at local row id // servers):
+        num_rows (int); rows float32 [shard rows, dim]; state {name: float32 like rows}
+      kind "dynamic" (the ids that splitmix64 routes to this server, see dynamic_table.route):
+        init_scale (float);
+        options {admit_after: int, ttl_steps: int | None, max_rows_per_server: int | None}:
+            the table's own options as session.dynamic_embedding() declared them (the bounds
+            of spec.training.embeddings are applied on top when a server serves the table);
+        ids          int64 [n]        every id that has a row on this server, in no order;
+        rows         float32 [n, dim] their rows;
+        state        {name: float32 [n, dim]} the optimizer's per-row state (sgd: none,
+                     adagrad: sum, adam: exp_avg and exp_avg_sq);
+        counts       int64 [n]        pushes that held the id (admission count, incl. those
+                     before its row was created);
+        last_update  int64 [n]        the table's step of the row's last update;
+        pending_ids, pending_counts, pending_last_seen  int64 [m]: ids counted for admission
+                     but not yet admitted (no row), their counts and the step they were last
+                     pushed; empty without admission.
+
+Format 2 files (tables without `kind`, all fixed) are still read.
 """
 
 from collections.abc import Mapping, Sequence
