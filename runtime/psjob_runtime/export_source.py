@@ -1,0 +1,146 @@
+"""The checkpoint an export reads: the newest complete step under a folder, of any job.
+
+A server restoring a job reads only that job's files (checkpoint.latest). An export runs outside
+the job, often on a copy of the volume, so it accepts any owner (or the one --owner names), but
+checks every file exactly as a restoring server does (checkpoint_contents) because a checkpoint
+folder may hold anything: another job's files, a step whose servers died while writing, a file
+cut short or edited by hand. A step that fails is passed over with its reason, and when none is
+usable the error lists every reason, newest first.
+
+What it hands back is the model as the servers hold it, stitched across servers: the dense
+vector in the workers' parameter order, and each table's rows sorted by id.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from psjob_runtime.checkpoint_contents import UnusableCheckpointError, check_file, check_together
+from psjob_runtime.errors import PsjobError
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_FILE = re.compile(r"^server-(\d+)-of-(\d+)\.pt$")
+
+
+class ExportError(PsjobError):
+    """The export cannot be written as asked; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table as served: ids ascending (int64) and their rows (float32, one per id)."""
+
+    table: int
+    kind: Literal["fixed", "dynamic"]
+    dim: int
+    num_rows: int | None
+    """A fixed table's row count (its ids are 0..num_rows-1); None for a dynamic table."""
+    ids: torch.Tensor
+    rows: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Source:
+    """A usable checkpoint step, stitched: what an export writes."""
+
+    folder: Path
+    step: int
+    owner: str
+    servers: int
+    dense: torch.Tensor
+    tables: list[Table]
+
+
+def read_latest(root: Path, owner: str | None = None) -> tuple[Source, list[str]]:
+    """The newest usable step under `root` (of job `owner` when given) and why newer ones were
+    passed over; raises ExportError listing every reason when none is usable."""
+    if not root.is_dir():
+        raise ExportError(
+            f"checkpoint folder {str(root)!r} does not exist or is not a folder "
+            "(give the job's spec.training.checkpoint.dir, or a copy of it)"
+        )
+    steps = sorted(
+        (
+            (int(m.group(1)), entry)
+            for entry in root.iterdir()
+            if (m := _STEP_DIR.match(entry.name))
+        ),
+        reverse=True,
+    )
+    if not steps:
+        raise ExportError(
+            f"no checkpoint under {str(root)!r}: it holds no step-NNNNNNNNN folder (give the "
+            "job's spec.training.checkpoint.dir, where servers write their checkpoints)"
+        )
+    passed_over: list[str] = []
+    for step, folder in steps:
+        counts = _complete_counts(folder)
+        if not counts:
+            passed_over.append(f"{folder}: incomplete (not every server wrote its file)")
+            continue
+        for count in counts:
+            try:
+                files = _open_all(folder, count, step, owner)
+            except UnusableCheckpointError as error:
+                passed_over.append(f"{folder} ({count} servers): {error}")
+                continue
+            return _stitch(folder, step, files), passed_over
+    whose = f" of job {owner!r}" if owner else ""
+    reasons = "\n  ".join(passed_over)
+    raise ExportError(f"no usable checkpoint{whose} under {str(root)!r}:\n  {reasons}")
+
+
+def _complete_counts(folder: Path) -> list[int]:
+    """Server counts with a file for every server in `folder`, most servers first."""
+    if not folder.is_dir():
+        return []
+    found: dict[int, set[int]] = {}
+    for entry in folder.iterdir():
+        if match := _FILE.match(entry.name):
+            found.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    return sorted((k for k, seen in found.items() if seen == set(range(k))), reverse=True)
+
+
+def _open_all(folder: Path, count: int, step: int, owner: str | None) -> list[dict[str, Any]]:
+    """Every server's file, checked alone and together; the job is server 0's unless given."""
+    files: list[dict[str, Any]] = []
+    for server in range(count):
+        path = folder / f"server-{server}-of-{count}.pt"
+        try:
+            loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as error:  # truncated, partial, not a torch file, unsafe pickle
+            lines = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+            raise UnusableCheckpointError(f"{path.name} does not open ({reason})") from None
+        if owner is None:
+            found = loaded.get("owner") if isinstance(loaded, dict) else None
+            owner = found if isinstance(found, str) else "(no owner recorded)"
+        try:
+            files.append(check_file(loaded, owner, server, count, step))
+        except UnusableCheckpointError as error:
+            raise UnusableCheckpointError(f"{path.name}: {error}") from None
+    check_together(files)
+    return files
+
+
+def _stitch(folder: Path, step: int, files: list[dict[str, Any]]) -> Source:
+    ordered = sorted(files, key=lambda saved: int(saved["dense"]["start"]))
+    dense = torch.cat([saved["dense"]["values"] for saved in ordered]).clone()
+    tables = [
+        _fixed_table([saved["tables"][index] for saved in files])
+        for index in range(len(files[0]["tables"]))
+    ]
+    return Source(folder, step, files[0]["owner"], len(files), dense, tables)
+
+
+def _fixed_table(shards: list[dict[str, Any]]) -> Table:
+    """Server k of S holds ids k, k+S, ...: its rows interleave back by id."""
+    first = shards[0]
+    num_rows, dim = int(first["num_rows"]), int(first["dim"])
+    rows = torch.empty(num_rows, dim)
+    for server, shard in enumerate(shards):
+        rows[server :: len(shards)] = shard["rows"]
+    return Table(int(first["table"]), "fixed", dim, num_rows, torch.arange(num_rows), rows)
