@@ -12,7 +12,6 @@ from psjob_runtime.contract import Role, read_context
 from psjob_runtime.errors import ContractError, ExitCode, install_exit_hook
 from psjob_runtime.export import ExportRequest, export
 from psjob_runtime.export_source import ExportError
-from psjob_runtime.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "export":
         _export(args)
         return
+    # Imported here: an export needs neither the server nor the distributed stack it loads.
+    from psjob_runtime.server import serve
+
     install_exit_hook()
     ctx = read_context()
     if ctx.role is not Role.SERVER:
