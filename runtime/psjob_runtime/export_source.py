@@ -83,11 +83,9 @@ def read_latest(root: Path, owner: str | None = None) -> tuple[Source, list[str]
             continue
         for count in counts:
             try:
-                files = _open_all(folder, count, step, owner)
+                return _stitch(folder, step, _open_all(folder, count, step, owner)), passed_over
             except UnusableCheckpointError as error:
                 passed_over.append(f"{folder} ({count} servers): {error}")
-                continue
-            return _stitch(folder, step, files), passed_over
     whose = f" of job {owner!r}" if owner else ""
     reasons = "\n  ".join(passed_over)
     raise ExportError(f"no usable checkpoint{whose} under {str(root)!r}:\n  {reasons}")
@@ -129,10 +127,13 @@ def _open_all(folder: Path, count: int, step: int, owner: str | None) -> list[di
 def _stitch(folder: Path, step: int, files: list[dict[str, Any]]) -> Source:
     ordered = sorted(files, key=lambda saved: int(saved["dense"]["start"]))
     dense = torch.cat([saved["dense"]["values"] for saved in ordered]).clone()
-    tables = [
-        _fixed_table([saved["tables"][index] for saved in files])
-        for index in range(len(files[0]["tables"]))
-    ]
+    tables = []
+    for index in range(len(files[0]["tables"])):
+        shards = [saved["tables"][index] for saved in files]
+        if shards[0].get("kind", "fixed") == "dynamic":
+            tables.append(_dynamic_table(shards))
+        else:
+            tables.append(_fixed_table(shards))
     return Source(folder, step, files[0]["owner"], len(files), dense, tables)
 
 
@@ -144,3 +145,30 @@ def _fixed_table(shards: list[dict[str, Any]]) -> Table:
     for server, shard in enumerate(shards):
         rows[server :: len(shards)] = shard["rows"]
     return Table(int(first["table"]), "fixed", dim, num_rows, torch.arange(num_rows), rows)
+
+
+def _dynamic_table(shards: list[dict[str, Any]]) -> Table:
+    """Each server holds the rows of the ids routed to it, in no order: joined, sorted by id.
+
+    Ids waiting for admission have no row and are not exported: serving gives them the default
+    a lookup of an id without a row gives. Rows are copied once, from the memory-mapped files
+    straight to their sorted places.
+    """
+    first = shards[0]
+    ids = torch.cat([shard["ids"] for shard in shards])
+    order = torch.argsort(ids)
+    ids = ids[order]
+    if len(ids) > 1 and not bool((ids[1:] != ids[:-1]).all()):
+        repeated = ids[1:][ids[1:] == ids[:-1]][:5].tolist()
+        raise UnusableCheckpointError(
+            f"table {first['table']} holds ids {repeated} on more than one server"
+        )
+    place = torch.empty_like(order)
+    place[order] = torch.arange(len(order))
+    rows = torch.empty(len(ids), int(first["dim"]))
+    offset = 0
+    for shard in shards:
+        count = len(shard["ids"])
+        rows[place[offset : offset + count]] = shard["rows"]
+        offset += count
+    return Table(int(first["table"]), "dynamic", int(first["dim"]), None, ids, rows)
