@@ -8,6 +8,7 @@ from pathlib import Path
 
 from psjob_operator import yamlio
 from psjob_operator.crd import crd_yaml
+from psjob_operator.isolation import PEERS_FLAG, PeersError, parse_peers
 from psjob_operator.pod_policy import PodPolicy
 from psjob_operator.render import render_all
 from psjob_operator.validation import InvalidManifestError, InvalidManifestsError, load_psjobs
@@ -63,8 +64,17 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         pod_policy=PodPolicy(args.pod_policy),
         kueue=args.kueue,
         progress_interval=args.progress_interval,
+        network_policy=args.network_policy == "on",
+        network_peers=args.network_policy_peers,
     )
     return asyncio.run(runner.run(options))
+
+
+def _peers(text: str) -> tuple[dict[str, object], ...]:
+    try:
+        return parse_peers(text)
+    except PeersError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
@@ -137,6 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="read each running job's progress from its server 0 this often and write it to "
         "status.progress (default 10; 0: never)",
+    )
+    operator.add_argument(
+        "--network-policy",
+        choices=["on", "off"],
+        default="on",
+        help="on: give every job a NetworkPolicy that lets in only its own pods and, on the "
+        "servers' progress port, --network-policy-peers; a job can turn its own off "
+        "(spec.networkPolicy.enabled). off: create none (default: on)",
+    )
+    operator.add_argument(
+        PEERS_FLAG,
+        type=_peers,
+        default=(),
+        metavar="JSON",
+        help="who besides the job's pods may reach the servers' progress port (/progress, "
+        "/metrics): a JSON list of NetworkPolicyPeers, e.g. the operator's own pods and "
+        "Prometheus's namespace; an operator outside the cluster names its address as an "
+        "ipBlock (default: nobody)",
     )
     operator.add_argument("--log-format", choices=["plain", "json"], default="plain")
     operator.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from psjob_operator import metrics
 from psjob_operator.conditions import is_true
+from psjob_operator.isolation import ISOLATED_FROM_ALL, NetworkIsolation
 from psjob_operator.kube import CONFLICT, Kube, Manifest
 from psjob_operator.kueue import place_pod
 from psjob_operator.models import ConditionType, Phase, Progress, PSJob, Role
@@ -35,6 +36,7 @@ from psjob_operator.progress import Reading
 from psjob_operator.queueing import Queueing
 from psjob_operator.render import (
     gang_scheduler,
+    render_network_policy,
     render_pod,
     render_pod_group,
     render_secret,
@@ -121,11 +123,13 @@ class Reconciler:
         api_threads: int = 16,
         pod_policy: PodPolicy = PodPolicy.UNRESTRICTED,
         kueue: Callable[[Callable[..., Any]], Queueing] | None = None,
+        isolation: NetworkIsolation = ISOLATED_FROM_ALL,
     ) -> None:
         """`kueue`: makes the Kueue half of the shell from this reconciler's API call; None:
         the operator ignores Kueue's queue label (docs/kueue.md)."""
         self.kube = kube
         self.pod_policy = pod_policy
+        self.isolation = isolation
         self.queueing = None if kueue is None else kueue(self._call)
         self.api_threads = api_threads
         self.executor = ThreadPoolExecutor(api_threads, thread_name_prefix="psjob-api")
@@ -383,6 +387,7 @@ class Reconciler:
             return None
         try:
             await self._ensure_secret(job)
+            await self._ensure_network_policy(job)
             for service in render_services(job):
                 await self._call(self.kube.create, service)
             group = render_pod_group(job)
@@ -391,7 +396,7 @@ class Reconciler:
             await self._create_each(job, missing, attempt)
         except ApiException as exc:
             if _refused_for_good(exc):
-                return f"the API server refused a pod of this job: {_api_message(exc)}"
+                return f"the API server refused an object of this job: {_api_message(exc)}"
             raise
         return None
 
@@ -434,6 +439,17 @@ class Reconciler:
         if uid not in self.secured:
             await self._call(self.kube.create, render_secret(job, secrets.token_hex(32)))
             self.secured.add(uid)
+
+    async def _ensure_network_policy(self, job: PSJob) -> None:
+        """Create the job's NetworkPolicy before its pods, so that none is ever open.
+
+        An existing one (an earlier attempt's, or one the user edited) is left as it is.
+        """
+        if not self.isolation.enabled:
+            return
+        policy = render_network_policy(job, self.isolation.peers)
+        if policy is not None:
+            await self._call(self.kube.create, policy)
 
     async def _delete_pods(self, namespace: str, names: list[str]) -> None:
         if not names:

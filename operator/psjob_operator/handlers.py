@@ -17,6 +17,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from psjob_operator import contract
 from psjob_operator.controller import Reconciler
+from psjob_operator.isolation import NetworkIsolation
 from psjob_operator.kube import Kube
 from psjob_operator.observe import PodView, pod_view
 from psjob_operator.pod_policy import PodPolicy
@@ -52,7 +53,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         kueue = None
         if memo.get("kueue", False):  # set by runner.run
             kueue = functools.partial(Queueing, KueueApi(api))
-        memo["reconciler"] = Reconciler(Kube(api), API_CONNECTIONS, policy, kueue)
+        isolation = NetworkIsolation(
+            memo.get("network_policy", True), memo.get("network_peers", ())
+        )  # set by runner.run
+        memo["reconciler"] = Reconciler(Kube(api), API_CONNECTIONS, policy, kueue, isolation)
     interval = memo.get("progress_interval", DEFAULT_INTERVAL_SECONDS)  # set by runner.run
     if interval > 0 and "progress_reader" not in memo:
         reader = ProgressReader(memo["reconciler"], interval)

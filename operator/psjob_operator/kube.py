@@ -36,15 +36,18 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.extensions = client.ApiextensionsV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
 
     def create(self, manifest: Manifest) -> bool:
-        """Create a Pod, Service or Secret; False when it already exists (success too)."""
+        """Create a Pod, Service, Secret or NetworkPolicy; False when it already exists (success
+        too)."""
         namespace = manifest["metadata"]["namespace"]
         # The typed client wants V1Pod and the like; it sends plain manifests just the same.
         creators: dict[str, Callable[..., object]] = {
             "Pod": self.core.create_namespaced_pod,
             "Service": self.core.create_namespaced_service,
             "Secret": self.core.create_namespaced_secret,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
         }
         create = creators[manifest["kind"]]
         try:

@@ -1,4 +1,5 @@
-"""Pure rendering: a PSJob becomes one headless Service per role and one Pod per replica.
+"""Pure rendering: a PSJob becomes one headless Service per role, one Pod per replica and the
+objects beside them (its Secret, PodGroup and NetworkPolicy).
 
 No I/O here. The operator applies what this returns; `psjob render` prints it for review.
 """
@@ -314,6 +315,30 @@ def render_pod_group(job: PSJob) -> Manifest | None:
     }
 
 
+def render_network_policy(job: PSJob, peers: tuple[Manifest, ...]) -> Manifest | None:
+    """The job's NetworkPolicy (isolation.py), or None when the job turned it off.
+
+    It admits any port from the job's own pods and, from `peers`, the servers' progress port.
+    """
+    if not job.spec.network_policy.enabled:
+        return None
+    labels = job_labels(job.metadata.name)
+    ingress: list[Manifest] = [{"from": [{"podSelector": {"matchLabels": labels}}]}]
+    if peers:
+        port = {"protocol": "TCP", "port": contract.PROGRESS_PORT_NAME}
+        ingress.append({"from": list(peers), "ports": [port]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(job, job.metadata.name, labels),
+        "spec": {
+            "podSelector": {"matchLabels": labels},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
 def render_services(job: PSJob) -> list[Manifest]:
     return [render_service(job, role) for role in Role]
 
@@ -327,7 +352,10 @@ def render_pods(job: PSJob, attempt: int = 0) -> list[Manifest]:
     ]
 
 
-def render_all(job: PSJob, attempt: int = 0) -> list[Manifest]:
-    """Services first: their DNS names must exist before any pod looks them up."""
-    group = render_pod_group(job)
-    return [*render_services(job), *([group] if group else []), *render_pods(job, attempt)]
+def render_all(
+    job: PSJob, attempt: int = 0, network_peers: tuple[Manifest, ...] = ()
+) -> list[Manifest]:
+    """Services first: their DNS names must exist before any pod looks them up; the policy
+    before the pods, so that no pod is ever open to the cluster."""
+    extras = [render_pod_group(job), render_network_policy(job, network_peers)]
+    return [*render_services(job), *(m for m in extras if m), *render_pods(job, attempt)]

@@ -8,6 +8,7 @@ import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 from kopf._core.engines.peering import Identity  # kopf exports the type only here
@@ -34,6 +35,10 @@ class OperatorOptions:
     """Queue the jobs labelled kueue.x-k8s.io/queue-name through Kueue (docs/kueue.md)."""
     progress_interval: float = 10.0
     """Seconds between two reads of each running job's progress; 0: none (progress_reader)."""
+    network_policy: bool = True
+    """Give every job that does not turn it off a NetworkPolicy (isolation.py)."""
+    network_peers: tuple[dict[str, Any], ...] = ()
+    """Who besides a job's pods may reach its servers' progress port (NetworkPolicyPeers)."""
 
 
 def _identity() -> str:
@@ -90,6 +95,8 @@ async def _operate(
                 pod_policy=options.pod_policy,
                 kueue=options.kueue,
                 progress_interval=options.progress_interval,
+                network_policy=options.network_policy,
+                network_peers=options.network_peers,
             ),
         )
     )

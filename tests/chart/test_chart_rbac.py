@@ -79,6 +79,14 @@ KUEUE_REASONS: dict[Grant, str] = {
 """Granted only with kueue.enabled."""
 KUEUE = {"kueue": {"enabled": True}}
 
+NETWORK_POLICY_REASONS: dict[Grant, str] = {
+    (JOBS, "networking.k8s.io", "networkpolicies", "create"): (
+        "each job's NetworkPolicy (never read back: the garbage collector deletes it)"
+    ),
+}
+"""Granted unless networkPolicy.enabled is false."""
+NO_NETWORK_POLICY = {"networkPolicy": {"enabled": False}}
+
 NEVER_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 NEVER_RESOURCES = {"*", "configmaps", "nodes", "pods/exec", "serviceaccounts/token"}
 READ_VERBS = {"get", "list", "watch"}
@@ -120,12 +128,20 @@ def classify(manifests: list[dict[str, Any]]) -> dict[str, set[Grant]]:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, {"watchNamespaces": WATCHED}, KUEUE, {"watchNamespaces": WATCHED, **KUEUE}],
-    ids=["cluster", "namespaced", "cluster-kueue", "namespaced-kueue"],
+    [
+        {},
+        {"watchNamespaces": WATCHED},
+        KUEUE,
+        {"watchNamespaces": WATCHED, **KUEUE},
+        NO_NETWORK_POLICY,
+    ],
+    ids=["cluster", "namespaced", "cluster-kueue", "namespaced-kueue", "no-network-policy"],
 )
 def test_every_granted_verb_has_a_reason(render: Render, values: dict[str, Any]) -> None:
-    """Kueue's rights only when kueue.enabled."""
+    """Kueue's rights only when kueue.enabled; NetworkPolicies' unless networkPolicy is off."""
     reasons = REASONS | (KUEUE_REASONS if "kueue" in values else {})
+    if "networkPolicy" not in values:
+        reasons |= NETWORK_POLICY_REASONS
     granted = set().union(*classify(render(values)).values())
     unexplained = sorted(granted - set(reasons))
     assert not unexplained, f"verbs granted without a reason in {__file__}: {unexplained}"

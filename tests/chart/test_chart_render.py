@@ -15,6 +15,7 @@ import pytest
 import yaml
 from psjob_localcluster.tools import KUBERNETES_VERSION
 from psjob_operator.crd import crd_yaml
+from psjob_operator.isolation import parse_peers
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "psjob-operator"
@@ -92,6 +93,10 @@ def test_operator_container_runs_psjob_operator_with_leader_election(render: Ren
         "--leader-election-id=psjob-operator",
         "--log-format=json",
         "--pod-policy=unrestricted",
+        "--network-policy=on",
+        '--network-policy-peers=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name"'
+        ':"psjob-system"}},"podSelector":{"matchLabels":{"app.kubernetes.io/instance":"psjob",'
+        '"app.kubernetes.io/name":"psjob-operator"}}}]',
     ]
     assert container["image"] == f"ghcr.io/psjob/operator:{psjob_operator.__version__}"
     assert {
@@ -286,3 +291,15 @@ def test_every_value_is_in_the_schema_and_commented_in_values_yaml() -> None:
     assert not undocumented, f"values.yaml keys without a comment above them: {undocumented}"
     missing = [p for p in declared if p != "global" and p not in lines]
     assert not missing, f"keys in values.schema.json but not in values.yaml: {missing}"
+
+
+def test_network_policy_values_reach_the_operator_as_flags_it_accepts(render: Render) -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    args = operator_container(render({"networkPolicy": {"metricsFrom": [monitoring]}}))["args"]
+    (flag,) = [arg for arg in args if arg.startswith("--network-policy-peers=")]
+    operator, scraper = parse_peers(flag.split("=", 1)[1])
+    assert scraper == monitoring
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "psjob-operator"
+    off = operator_container(render({"networkPolicy": {"enabled": False}}))["args"]
+    assert "--network-policy=off" in off
+    assert not [arg for arg in off if arg.startswith("--network-policy-peers")]

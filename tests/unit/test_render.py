@@ -29,12 +29,13 @@ def env_of(pod: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
 
 
-def test_services_come_first_then_one_pod_per_replica() -> None:
+def test_services_and_the_network_policy_come_first_then_one_pod_per_replica() -> None:
     job = make_job(servers={"replicas": 2}, workers={"replicas": 3})
     names = [(m["kind"], m["metadata"]["name"]) for m in render_all(job)]
     assert names == [
         ("Service", "ctr-server"),
         ("Service", "ctr-worker"),
+        ("NetworkPolicy", "ctr"),
         ("Pod", "ctr-server-0"),
         ("Pod", "ctr-server-1"),
         ("Pod", "ctr-worker-0"),
@@ -244,7 +245,9 @@ def test_scheduling_policy_reaches_every_pod() -> None:
     job = make_job(
         runPolicy={"schedulingPolicy": {"schedulerName": "volcano", "priorityClassName": "high"}}
     )
-    for pod in render_all(job)[2:]:
+    pods = [m for m in render_all(job) if m["kind"] == "Pod"]
+    assert len(pods) == 2
+    for pod in pods:
         assert pod["spec"]["schedulerName"] == "volcano"
         assert pod["spec"]["priorityClassName"] == "high"
 

@@ -79,6 +79,12 @@ fails when a verb is added here without one.
 - apiGroups: ["scheduling.volcano.sh", "scheduling.x-k8s.io"]
   resources: ["podgroups"]
   verbs: ["get", "create", "delete"]
+{{- if .Values.networkPolicy.enabled }}
+# Each job's NetworkPolicy: create only (the garbage collector deletes it with its job).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
+{{- end }}
 {{- if .Values.kueue.enabled }}
 # Kueue (docs/kueue.md): each queued job's Workload; never update or delete (the garbage
 # collector deletes it with its job).

@@ -8,6 +8,11 @@ from pydantic import ConfigDict, Field, model_validator
 
 from psjob_operator.contract import DNS_LABEL_MAX, ROLE_INFIX_LENGTH
 from psjob_operator.models.base import ApiModel, FieldRuleError
+from psjob_operator.models.isolation import (
+    IMMUTABLE_NETWORK_POLICY,
+    NETWORK_POLICY_UNCHANGED,
+    NetworkPolicySpec,
+)
 from psjob_operator.models.replica import ReplicaSpec
 from psjob_operator.models.role import Role
 from psjob_operator.models.run_policy import RunPolicy, SuccessPolicy
@@ -65,6 +70,11 @@ class PSJobSpec(ApiModel):
                     "message": _ONE_WORKER_LEFT,
                     "fieldPath": ".runPolicy.maxFailedWorkers",
                 },
+                {
+                    "rule": NETWORK_POLICY_UNCHANGED,
+                    "message": IMMUTABLE_NETWORK_POLICY,
+                    "fieldPath": ".networkPolicy.enabled",
+                },
             ]
         }
     )
@@ -87,6 +97,11 @@ class PSJobSpec(ApiModel):
     )
     training: Training = Field(default_factory=Training, description="How to train.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Lifecycle rules.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        description="Network isolation of the job's pods (on unless turned off here or for the "
+        "whole operator).",
+    )
     success_policy: SuccessPolicy = Field(
         SuccessPolicy.ALL_WORKERS,
         description="AllWorkers: the job succeeds when every worker succeeded. Worker0: when "
