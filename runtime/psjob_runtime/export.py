@@ -31,7 +31,7 @@ from psjob_runtime.export_format import (
     row_digests,
     table_file,
 )
-from psjob_runtime.export_source import ExportError, Source, Table, read_latest
+from psjob_runtime.export_source import ExportError, Source, read_latest
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,13 @@ def _write(folder: Path, source: Source, naming: "_Naming | None", base: _Base |
     dense = _write_dense(folder, source.dense, naming)
     entries = []
     for table in source.tables:
-        digests = row_digests(table.rows)
+        rows = table.rows()
+        digests = row_digests(rows)
         _save({"ids": table.ids, "digests": digests}, folder / digests_file(table.table))
         if base is None:
-            content = {"ids": table.ids, "rows": table.rows}
+            content = {"ids": table.ids, "rows": rows}
         else:
-            content = _changes(table, digests, *base.digests(table.table))
+            content = _changes(table.ids, rows, digests, *base.digests(table.table))
         _save(content, folder / table_file(table.table))
         entries.append(
             TableEntry(
@@ -147,6 +148,7 @@ def _write(folder: Path, source: Source, naming: "_Naming | None", base: _Base |
                 digests=digests_file(table.table),
             )
         )
+        del rows, content  # one table's rows at a time: free these before the next table's
     manifest = Manifest(
         kind="full" if base is None else "incremental",
         step=source.step,
@@ -179,16 +181,20 @@ def _write_dense(folder: Path, flat: torch.Tensor, naming: _Naming | None) -> De
 
 
 def _changes(
-    table: Table, digests: torch.Tensor, base_ids: torch.Tensor, base_digests: torch.Tensor
+    ids: torch.Tensor,
+    rows: torch.Tensor,
+    digests: torch.Tensor,
+    base_ids: torch.Tensor,
+    base_digests: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """Rows whose id is new or whose bits differ from the base, and the base's ids now gone."""
     if len(base_ids) == 0:
-        changed = torch.ones(len(table.ids), dtype=torch.bool)
+        changed = torch.ones(len(ids), dtype=torch.bool)
     else:
-        at = torch.searchsorted(base_ids, table.ids).clamp_(max=len(base_ids) - 1)
-        changed = (base_ids[at] != table.ids) | (base_digests[at] != digests)
-    evicted = base_ids[~torch.isin(base_ids, table.ids)]
-    return {"ids": table.ids[changed], "rows": table.rows[changed], "evicted": evicted}
+        at = torch.searchsorted(base_ids, ids).clamp_(max=len(base_ids) - 1)
+        changed = (base_ids[at] != ids) | (base_digests[at] != digests)
+    evicted = base_ids[~torch.isin(base_ids, ids)]
+    return {"ids": ids[changed], "rows": rows[changed], "evicted": evicted}
 
 
 def _save(content: dict[str, torch.Tensor], path: Path) -> None:

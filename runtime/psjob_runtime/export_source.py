@@ -12,7 +12,7 @@ vector in the workers' parameter order, and each table's rows sorted by id.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,11 @@ class ExportError(PsjobError):
 
 @dataclass(frozen=True)
 class Table:
-    """One table as served: ids ascending (int64) and their rows (float32, one per id)."""
+    """One table as served: ids ascending (int64) now, their rows (one per id) when asked.
+
+    Rows are gathered from the memory-mapped files on demand, so an export holds one table's
+    rows at a time whatever the number of tables.
+    """
 
     table: int
     kind: Literal["fixed", "dynamic"]
@@ -39,7 +43,24 @@ class Table:
     num_rows: int | None
     """A fixed table's row count (its ids are 0..num_rows-1); None for a dynamic table."""
     ids: torch.Tensor
-    rows: torch.Tensor
+    shards: list[dict[str, Any]] = field(repr=False)
+    """Each server's entry of this table, in server order."""
+    place: torch.Tensor | None = field(default=None, repr=False)
+    """Dynamic: where each row of the servers' entries, joined in server order, goes."""
+
+    def rows(self) -> torch.Tensor:
+        """float32 [len(ids), dim]: each row copied once, from its file to its place."""
+        rows = torch.empty(len(self.ids), self.dim)
+        if self.place is None:  # fixed: server k of S holds ids k, k+S, ...
+            for server, shard in enumerate(self.shards):
+                rows[server :: len(self.shards)] = shard["rows"]
+            return rows
+        offset = 0
+        for shard in self.shards:
+            count = len(shard["ids"])
+            rows[self.place[offset : offset + count]] = shard["rows"]
+            offset += count
+        return rows
 
 
 @dataclass(frozen=True)
@@ -138,21 +159,17 @@ def _stitch(folder: Path, step: int, files: list[dict[str, Any]]) -> Source:
 
 
 def _fixed_table(shards: list[dict[str, Any]]) -> Table:
-    """Server k of S holds ids k, k+S, ...: its rows interleave back by id."""
     first = shards[0]
-    num_rows, dim = int(first["num_rows"]), int(first["dim"])
-    rows = torch.empty(num_rows, dim)
-    for server, shard in enumerate(shards):
-        rows[server :: len(shards)] = shard["rows"]
-    return Table(int(first["table"]), "fixed", dim, num_rows, torch.arange(num_rows), rows)
+    num_rows = int(first["num_rows"])
+    ids = torch.arange(num_rows)
+    return Table(int(first["table"]), "fixed", int(first["dim"]), num_rows, ids, shards)
 
 
 def _dynamic_table(shards: list[dict[str, Any]]) -> Table:
     """Each server holds the rows of the ids routed to it, in no order: joined, sorted by id.
 
     Ids waiting for admission have no row and are not exported: serving gives them the default
-    a lookup of an id without a row gives. Rows are copied once, from the memory-mapped files
-    straight to their sorted places.
+    a lookup of an id without a row gives.
     """
     first = shards[0]
     ids = torch.cat([shard["ids"] for shard in shards])
@@ -160,15 +177,7 @@ def _dynamic_table(shards: list[dict[str, Any]]) -> Table:
     ids = ids[order]
     if len(ids) > 1 and not bool((ids[1:] != ids[:-1]).all()):
         repeated = ids[1:][ids[1:] == ids[:-1]][:5].tolist()
-        raise UnusableCheckpointError(
-            f"table {first['table']} holds ids {repeated} on more than one server"
-        )
+        raise UnusableCheckpointError(f"table {first['table']} holds ids {repeated} more than once")
     place = torch.empty_like(order)
     place[order] = torch.arange(len(order))
-    rows = torch.empty(len(ids), int(first["dim"]))
-    offset = 0
-    for shard in shards:
-        count = len(shard["ids"])
-        rows[place[offset : offset + count]] = shard["rows"]
-        offset += count
-    return Table(int(first["table"]), "dynamic", int(first["dim"]), None, ids, rows)
+    return Table(int(first["table"]), "dynamic", int(first["dim"]), None, ids, shards, place)
