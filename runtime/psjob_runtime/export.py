@@ -47,7 +47,7 @@ class ExportRequest:
 
 def export(request: ExportRequest) -> Manifest:
     """Write the export `request` asks for; raises ExportError naming the path and the fix."""
-    out = request.out.absolute()
+    out = request.out.resolve()
     _check_target(out, request)
     naming = None if request.model is None else _Naming(request.model, load_factory(request.model))
     base = None if request.since is None else _Base(request.since, read_manifest(request.since))
@@ -56,19 +56,26 @@ def export(request: ExportRequest) -> Manifest:
         print(f"passed over {reason}", file=sys.stderr)
     if base is not None:
         _check_base(base, source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         manifest = _write(staging, source, naming, base)
         _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise ExportError(
+                f"OUT {str(out)!r} could not be written: {error.strerror or error} "
+                f"({error.filename or out.parent}); nothing was left there"
+            ) from error
         raise
     return manifest
 
 
 def _check_target(out: Path, request: ExportRequest) -> None:
-    if request.since is not None and request.since.absolute() == out:
+    if request.since is not None and request.since.resolve() == out:
         raise ExportError(
             f"OUT {str(out)!r} is the --since export: an incremental export is applied to its "
             "base, so write it to a new folder and keep the base"
@@ -122,7 +129,15 @@ def _check_base(base: _Base, source: Source) -> None:
         )
 
 
-def _write(folder: Path, source: Source, naming: "_Naming | None", base: _Base | None) -> Manifest:
+@dataclass(frozen=True)
+class _Naming:
+    """--model as given and the factory it names."""
+
+    spec: str
+    factory: Callable[[], object]
+
+
+def _write(folder: Path, source: Source, naming: _Naming | None, base: _Base | None) -> Manifest:
     (folder / "tables").mkdir()
     (folder / "digests").mkdir()
     dense = _write_dense(folder, source.dense, naming)
@@ -161,14 +176,6 @@ def _write(folder: Path, source: Source, naming: "_Naming | None", base: _Base |
     )
     (folder / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
-
-
-@dataclass(frozen=True)
-class _Naming:
-    """--model as given and the factory it names."""
-
-    spec: str
-    factory: Callable[[], object]
 
 
 def _write_dense(folder: Path, flat: torch.Tensor, naming: _Naming | None) -> Dense:

@@ -15,10 +15,10 @@ in full; its digests describe the full table, so the next incremental can be tak
 """
 
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Self
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from psjob_runtime import hashing
 from psjob_runtime.export_source import ExportError
@@ -28,6 +28,14 @@ VERSION: Final = 1
 MANIFEST = "manifest.json"
 _DIGEST_CHUNK_ROWS = 1 << 18
 """Rows hashed at a time: bounds the temporary int64 copies to a few hundred MB at dim 64."""
+
+
+def table_file(table: int) -> str:
+    return f"tables/{table}.pt"
+
+
+def digests_file(table: int) -> str:
+    return f"digests/{table}.pt"
 
 
 class _Strict(BaseModel):
@@ -61,6 +69,17 @@ class TableEntry(_Strict):
     file: str
     digests: str
 
+    @model_validator(mode="after")
+    def _files_of_this_table(self) -> Self:
+        """A manifest names only its own files: `--since` reads them, and a hand-edited path
+        (../elsewhere) must not make the export read outside the folder."""
+        if (self.file, self.digests) != (table_file(self.table), digests_file(self.table)):
+            raise ValueError(
+                f"table {self.table} names files {self.file!r} and {self.digests!r}, expected "
+                f"{table_file(self.table)!r} and {digests_file(self.table)!r}"
+            )
+        return self
+
 
 class Manifest(_Strict):
     format: Literal["psjob-export"] = FORMAT
@@ -76,14 +95,6 @@ class Manifest(_Strict):
     """The step folder read."""
     dense: Dense
     tables: list[TableEntry]
-
-
-def table_file(table: int) -> str:
-    return f"tables/{table}.pt"
-
-
-def digests_file(table: int) -> str:
-    return f"digests/{table}.pt"
 
 
 def row_digests(rows: torch.Tensor) -> torch.Tensor:
