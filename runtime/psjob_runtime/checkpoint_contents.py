@@ -37,6 +37,7 @@ Keys of one server's file (see ParameterServer._snapshot), format 3:
 Format 2 files (tables without `kind`, all fixed) are still read.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,10 +46,15 @@ import torch
 from psjob_runtime.sharding import balanced_slices
 from psjob_runtime.table_shard import shard_rows
 
-FORMAT = 2
-"""2: files carry their owner. Format 1 files (no owner) are passed over."""
+FORMAT = 3
+"""3: tables carry their kind (fixed or dynamic). 2: files carry their owner (read: all their
+tables are fixed). Format 1 files (no owner) are passed over."""
+READABLE = (2, FORMAT)
 DTYPE = torch.float32
-"""Every tensor a server holds: parameters, rows and optimizer state."""
+"""Every float tensor a server holds: parameters, rows and optimizer state."""
+COUNTERS = torch.int64
+"""A dynamic table's ids, counts and steps."""
+OPTION_KEYS = ("admit_after", "ttl_steps", "max_rows_per_server")
 
 
 class UnusableCheckpointError(ValueError):
@@ -60,9 +66,10 @@ def check_file(
 ) -> dict[str, Any]:
     """`loaded` as server `server` of `num_servers` of job `owner` wrote it for `step`."""
     record = _mapping(loaded, "the file")
-    if record.get("format") != FORMAT:
+    if record.get("format") not in READABLE:
         raise UnusableCheckpointError(
-            f"not a psjob checkpoint of format {FORMAT} (format is {record.get('format')!r})"
+            f"not a psjob checkpoint of format {' or '.join(map(str, READABLE))} "
+            f"(format is {record.get('format')!r})"
         )
     if record.get("owner") != owner:
         raise UnusableCheckpointError(
@@ -130,6 +137,12 @@ def _check_dense(dense: Mapping[str, Any], server: int, num_servers: int) -> Non
 
 def _check_table(table: Mapping[str, Any], index: int, server: int, num_servers: int) -> None:
     where = f"tables[{index}]"
+    kind = table.get("kind", "fixed")
+    if kind == "dynamic":
+        _check_dynamic(table, where)
+        return
+    if kind != "fixed":
+        raise UnusableCheckpointError(f"{where}.kind is {kind!r}, expected 'fixed' or 'dynamic'")
     _count(table.get("table"), f"{where}.table")
     num_rows = _count(table.get("num_rows"), f"{where}.num_rows", minimum=1)
     dim = _count(table.get("dim"), f"{where}.dim", minimum=1)
@@ -140,13 +153,59 @@ def _check_table(table: Mapping[str, Any], index: int, server: int, num_servers:
         _tensor(value, f"{where}.state.{name}", shape)
 
 
+def _check_dynamic(table: Mapping[str, Any], where: str) -> None:
+    """A dynamic table's entry: counters as long as its ids, rows and state as wide as dim.
+    Which ids a server holds is checked where they are re-sliced (reslice.dynamic_share)."""
+    _count(table.get("table"), f"{where}.table")
+    dim = _count(table.get("dim"), f"{where}.dim", minimum=1)
+    _count(table.get("step"), f"{where}.step")
+    scale = table.get("init_scale")
+    if not isinstance(scale, float) or not math.isfinite(scale):
+        raise UnusableCheckpointError(f"{where}.init_scale is {scale!r}, expected a finite float")
+    options = _mapping(table.get("options"), f"{where}.options")
+    if sorted(options) != sorted(OPTION_KEYS):
+        raise UnusableCheckpointError(
+            f"{where}.options has keys {sorted(options)}, expected {sorted(OPTION_KEYS)}"
+        )
+    _count(options["admit_after"], f"{where}.options.admit_after")
+    for key in OPTION_KEYS[1:]:
+        if options[key] is not None:
+            _count(options[key], f"{where}.options.{key}", minimum=1)
+    rows = _length(table.get("ids"), f"{where}.ids")
+    for key in ("counts", "last_update"):
+        _tensor(table.get(key), f"{where}.{key}", (rows,), dtype=COUNTERS)
+    _tensor(table.get("rows"), f"{where}.rows", (rows, dim))
+    for name, value in _mapping(table.get("state"), f"{where}.state").items():
+        _tensor(value, f"{where}.state.{name}", (rows, dim), (rows,))
+    waiting = _length(table.get("pending_ids"), f"{where}.pending_ids")
+    for key in ("pending_counts", "pending_last_seen"):
+        _tensor(table.get(key), f"{where}.{key}", (waiting,), dtype=COUNTERS)
+
+
+def _length(value: object, where: str) -> int:
+    """The length of a 1-d int64 tensor of ids."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        _tensor(value, where, (len(value),), dtype=COUNTERS)
+        return len(value)
+    raise UnusableCheckpointError(f"{where} is {_kind(value)}, expected a 1-d int64 tensor")
+
+
 def _state_layout(state: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
     return sorted((name, value.dim()) for name, value in state.items())
 
 
-def _tables_layout(saved: Mapping[str, Any]) -> list[tuple[int, int, int, list[str]]]:
+def _tables_layout(saved: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """What every file must agree on about each table (not its rows: those differ)."""
     return [
-        (table["table"], table["num_rows"], table["dim"], sorted(table["state"]))
+        (
+            table["table"],
+            table.get("kind", "fixed"),
+            table.get("num_rows"),
+            table["dim"],
+            table.get("init_scale"),
+            table.get("options"),
+            sorted(table["state"]),
+        )
         for table in saved["tables"]
     ]
 
@@ -163,11 +222,13 @@ def _count(value: object, where: str, minimum: int = 0) -> int:
     return value
 
 
-def _tensor(value: object, where: str, *shapes: tuple[int, ...]) -> None:
+def _tensor(
+    value: object, where: str, *shapes: tuple[int, ...], dtype: torch.dtype = DTYPE
+) -> None:
     if not isinstance(value, torch.Tensor):
         raise UnusableCheckpointError(f"{where} is {_kind(value)}, expected a tensor")
-    if value.dtype != DTYPE:
-        raise UnusableCheckpointError(f"{where} has dtype {value.dtype}, expected {DTYPE}")
+    if value.dtype != dtype:
+        raise UnusableCheckpointError(f"{where} has dtype {value.dtype}, expected {dtype}")
     if tuple(value.shape) not in shapes:
         expected = " or ".join(str(list(shape)) for shape in shapes)
         raise UnusableCheckpointError(f"{where} has shape {list(value.shape)}, expected {expected}")

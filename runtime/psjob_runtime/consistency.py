@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 import torch
 
-from psjob_runtime.table_shard import TableShard
+from psjob_runtime.shards import Shard
 from psjob_runtime.training import Mode, TrainingSettings
 from psjob_runtime.wire import ServerStats
 
-SparseGrads = list[tuple[TableShard, torch.Tensor, torch.Tensor]]
+SparseGrads = list[tuple[Shard, torch.Tensor, torch.Tensor]]
 """One worker's row gradients for one step: (shard, global ids, rows x dim gradients)."""
 
 
@@ -36,7 +36,7 @@ class Gate(ABC):
         params: torch.Tensor,
         optimizer: torch.optim.Optimizer,
         workers: int,
-        tables: dict[int, TableShard],
+        tables: dict[int, Shard],
     ):
         self.params = params
         self.optimizer = optimizer
@@ -118,7 +118,7 @@ class SyncGate(Gate):
         params: torch.Tensor,
         optimizer: torch.optim.Optimizer,
         workers: int,
-        tables: dict[int, TableShard],
+        tables: dict[int, Shard],
     ):
         super().__init__(params, optimizer, workers, tables)
         self.pending: dict[int, torch.Tensor] = {}
@@ -201,7 +201,7 @@ class AsyncGate(Gate):
         params: torch.Tensor,
         optimizer: torch.optim.Optimizer,
         workers: int,
-        tables: dict[int, TableShard],
+        tables: dict[int, Shard],
     ):
         super().__init__(params, optimizer, workers, tables)
         self.replies = [torch.empty_like(params) for _ in range(workers)]
@@ -233,7 +233,7 @@ class StaleSynchronousGate(AsyncGate):
         params: torch.Tensor,
         optimizer: torch.optim.Optimizer,
         workers: int,
-        tables: dict[int, TableShard],
+        tables: dict[int, Shard],
         staleness: int,
     ):
         super().__init__(params, optimizer, workers, tables)
@@ -257,7 +257,7 @@ def make_gate(
     params: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     workers: int,
-    tables: dict[int, TableShard],
+    tables: dict[int, Shard],
 ) -> Gate:
     if training.mode is Mode.SYNC:
         return SyncGate(params, optimizer, workers, tables)

@@ -4,7 +4,12 @@
     vectors = table(ids)                                     # pulls the unique rows of `ids`
     ... loss.backward(); optimizer.step()                    # pushes their gradients only
 
-Row `id` lives on server `id % S` (see table_shard.py). A forward pass sends each server the
+Row `id` lives on server `id % S` (see table_shard.py). A dynamic table
+
+    table = session.dynamic_embedding(dim=16, admit_after=2, max_rows_per_server=1_000_000)
+
+takes any int64 id but -2**63 and sends it to the server dynamic_table.route picks, which keeps
+a row per admitted id (dynamic_shard.py); the rest is the same. A forward pass sends each server the
 unique ids it owns and gets their rows back; `optimizer.step()` sends the summed gradient of each
 touched row (each id once, however often the step used it) before the dense gradient, and the
 servers apply both under the job's mode. Every header announces the bytes that follow it.
@@ -16,9 +21,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from psjob_runtime.dynamic_table import RESERVED_ID, DynamicTableSpec, route
 from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.transport import Transfer, wait_all
 from psjob_runtime.wire import (
+    DYNAMIC_OPTIONS,
     TAG_HEADER,
     TAG_PAYLOAD,
     TAG_REPLY,
@@ -53,13 +60,14 @@ class TableClient:
     """A worker's handle on one table: routes ids to servers, moves rows, counts bytes."""
 
     session: "WorkerSession"
-    spec: TableSpec
+    spec: TableSpec | DynamicTableSpec
     traffic: TableTraffic = field(default_factory=TableTraffic)
     touched: list[_Touched] = field(default_factory=list)
 
     def _by_server(self, ids: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         """(server, positions in ids) for every server that owns at least one of `ids`."""
-        owner = ids % self.session.ctx.num_servers
+        servers = self.session.ctx.num_servers
+        owner = route(ids, servers) if isinstance(self.spec, DynamicTableSpec) else ids % servers
         return [
             (server, positions)
             for server in range(self.session.ctx.num_servers)
@@ -90,28 +98,45 @@ class TableClient:
     def declare(self, init_scale: float) -> None:
         servers = range(self.session.ctx.num_servers)
         scale = torch.tensor([init_scale], dtype=torch.float32)
+        payloads = [scale]
+        if isinstance(self.spec, DynamicTableSpec):
+            op, rows = Op.DECLARE_DYNAMIC, 0
+            payloads.append(torch.tensor(self.spec.options.as_ints(), dtype=torch.int64))
+            assert len(payloads[1]) == DYNAMIC_OPTIONS
+        else:
+            op, rows = Op.DECLARE_TABLE, self.spec.num_rows
         header = Header(
-            Op.DECLARE_TABLE,
+            op,
             self.session.ctx.replica_index,
             0,
-            self.spec.num_rows,
+            rows,
             (self.spec.table, self.spec.dim, 0),
-            (nbytes(scale), 0),
+            (nbytes(scale), nbytes(payloads[1]) if len(payloads) > 1 else 0),
         )
         transport = self.session.transport
         wait_all(
             transport.send(header.encode(new_header_buffer()), s, TAG_HEADER, "table declaration")
             for s in servers
         )
-        wait_all(transport.send(scale, s, TAG_PAYLOAD, "table declaration") for s in servers)
+        for payload in payloads:
+            wait_all(transport.send(payload, s, TAG_PAYLOAD, "table declaration") for s in servers)
 
-    def pull(self, ids: torch.Tensor) -> torch.Tensor:
-        """Current rows of unique global `ids`, from the servers that own them."""
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.spec.num_rows):
+    def _check_ids(self, ids: torch.Tensor) -> None:
+        if not ids.numel():
+            return
+        if isinstance(self.spec, DynamicTableSpec):
+            if bool((ids == RESERVED_ID).any()):
+                raise IndexError(f"{self.spec}: the id {RESERVED_ID} is reserved; use any other")
+            return
+        if int(ids.min()) < 0 or int(ids.max()) >= self.spec.num_rows:
             raise IndexError(
                 f"{self.spec}: ids must be in 0..{self.spec.num_rows - 1}, got "
                 f"{int(ids.min())}..{int(ids.max())}"
             )
+
+    def pull(self, ids: torch.Tensor) -> torch.Tensor:
+        """Current rows of unique global `ids`, from the servers that own them."""
+        self._check_ids(ids)
         self.session.quiesce()
         transport = self.session.transport
         groups = self._by_server(ids)

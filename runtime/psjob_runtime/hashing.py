@@ -14,7 +14,7 @@ _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
 
 
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+def shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Logical (unsigned) right shift of int64 values; torch's >> is arithmetic."""
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
@@ -22,14 +22,14 @@ def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
 def mix64(keys: torch.Tensor, salt: int) -> torch.Tensor:
     """splitmix64's finaliser of key + salt: well-spread int64 values (wrapping arithmetic)."""
     x = keys.to(torch.int64) * _GOLDEN + (salt * 0x2545F4914F6CDD1D) % (1 << 61)
-    x = (x ^ _shift_right(x, 30)) * _MIX1
-    x = (x ^ _shift_right(x, 27)) * _MIX2
-    return x ^ _shift_right(x, 31)
+    x = (x ^ shift_right(x, 30)) * _MIX1
+    x = (x ^ shift_right(x, 27)) * _MIX2
+    return x ^ shift_right(x, 31)
 
 
 def uniform(keys: torch.Tensor, salt: int) -> torch.Tensor:
     """float32 values in [0, 1), one per key, the same in every process for the same inputs."""
-    return _shift_right(mix64(keys, salt), 40).to(torch.float32) * (1.0 / (1 << 24))
+    return shift_right(mix64(keys, salt), 40).to(torch.float32) * (1.0 / (1 << 24))
 
 
 def normal(keys: torch.Tensor, salt: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 A job may restart with a different server count than the one that wrote its checkpoint. The dense
 vector was split into contiguous balanced slices and tables by id modulo the server count, so a
 new server takes the overlapping ranges of the old slices, and the rows of the old shards whose
-ids now map to it. Per-element optimizer state moves with its elements; scalar state (a step
+ids now map to it (by id modulo the count for fixed tables, by dynamic_table.route for dynamic
+ones). Per-element optimizer state moves with its elements; scalar state (a step
 count) is the same in every file and is taken from the first.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 
+from psjob_runtime.dynamic_table import route
 from psjob_runtime.sharding import Slice
 
 SavedServer = Mapping[str, Any]
@@ -66,3 +68,32 @@ def table_share(
         for name, value in saved["state"].items():
             state[name][target] = value[mine]
     return rows, state
+
+
+DYNAMIC_ROW_KEYS = ("ids", "rows", "counts", "last_update")
+DYNAMIC_PENDING_KEYS = ("pending_ids", "pending_counts", "pending_last_seen")
+
+
+def dynamic_share(
+    saved_tables: Sequence[Mapping[str, Any]], server: int, num_servers: int
+) -> dict[str, Any]:
+    """The rows (with state and counters) and the ids awaiting admission of one dynamic table
+    that route to server `server` of `num_servers`, from the table's entry in every old file.
+
+    Raises ValueError when an id appears twice: files of one step never hold the same id twice.
+    """
+    share: dict[str, Any] = {}
+    for keys, ids_key in ((DYNAMIC_ROW_KEYS, "ids"), (DYNAMIC_PENDING_KEYS, "pending_ids")):
+        ids = torch.cat([saved[ids_key] for saved in saved_tables])
+        mine = route(ids, num_servers) == server
+        for key in keys:
+            share[key] = torch.cat([saved[key] for saved in saved_tables])[mine]
+        if len(torch.unique(share[ids_key])) != len(share[ids_key]):
+            raise ValueError(f"{ids_key} holds an id twice")
+    names = saved_tables[0]["state"]
+    ids = torch.cat([saved["ids"] for saved in saved_tables])
+    mine = route(ids, num_servers) == server
+    share["state"] = {
+        name: torch.cat([saved["state"][name] for saved in saved_tables])[mine] for name in names
+    }
+    return share

@@ -42,18 +42,22 @@ from psjob_runtime import capacity, checkpoint, progress_block, server_endpoints
 from psjob_runtime.auth import join_job
 from psjob_runtime.consistency import Gate, SparseGrads, make_gate
 from psjob_runtime.contract import JobContext
+from psjob_runtime.dynamic_shard import DynamicShard
+from psjob_runtime.dynamic_table import RESERVED_ID, DynamicOptions, DynamicTableSpec
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 from psjob_runtime.log import log
 from psjob_runtime.progress_block import BadBlockError
 from psjob_runtime.progress_board import ProgressBoard
-from psjob_runtime.reslice import dense_share, table_share
+from psjob_runtime.reslice import dense_share, dynamic_share, table_share
 from psjob_runtime.server_optimizer import build_optimizer, warm_up
 from psjob_runtime.sharding import balanced_slices
+from psjob_runtime.shards import Shard
 from psjob_runtime.sparse_optimizer import build_sparse_optimizer
 from psjob_runtime.table_shard import TableMismatchError, TableShard, TableSpec, shard_rows
 from psjob_runtime.training import Mode
 from psjob_runtime.transport import Transport
 from psjob_runtime.wire import (
+    DYNAMIC_OPTIONS,
     HEADER_LEN,
     INLINE_OPS,
     PROGRESS_OPS,
@@ -79,15 +83,18 @@ SETTLE_QUIET_SECONDS = 1.0
 SETTLE_LIMIT_SECONDS = 10.0
 """On SIGTERM: the most the server waits for the round in progress; well inside the default
 30 s grace period, leaving the rest for writing the checkpoint."""
+MAX_DYNAMIC_DIM = 1 << 16
+"""Widest row of a dynamic table: bounds the declaration before any memory is allocated."""
 MAX_TABLES = 4096
 """Embedding tables one job may declare: bounds what declarations alone can make a server hold."""
 LOGGED_REFUSALS = 10
 """Refused non-finite pushes logged one by one; after these, every hundredth."""
 
-_SHORT = {torch.float32: 0x7FA5A5A5, torch.int64: -0x5A5A5A5A5A5A5A5A}
+_SHORT = {torch.float32: 0x7FA5A5A5, torch.int64: RESERVED_ID}
 """Written at the end of every receive buffer (and of each of its chunks) before the receive: a
 message shorter than announced leaves it there. As float32 the pattern is a NaN no arithmetic
-produces; as int64 it is negative, which no id, count or header's last field may be."""
+produces; as int64 it is -2**63, which no id (dynamic tables reserve it), count or header's last
+field may be."""
 
 
 class ModelMismatchError(PsjobError):
@@ -121,7 +128,7 @@ class _Link:
     """The slice's gradient as PUSH_PART requests bring it in, until PULL_AFTER_PARTS."""
     parts_end: int | None = None
     """Where the next part must end (None: no part since the last push; the slice's end)."""
-    sparse: dict[int, tuple[TableShard, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    sparse: dict[int, tuple[Shard, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     """Row gradients of SPARSE_PUSH by table (one each), until the next PUSH_PULL applies them."""
     non_finite: bool = False
     """A SPARSE_PUSH of this step held NaN or Inf: the step's whole push is refused."""
@@ -149,7 +156,7 @@ class ParameterServer:
         self.finished = 0
         self.dropped: list[int] = []
         self.changed = threading.Condition()
-        self.tables: dict[int, TableShard] = {}
+        self.tables: dict[int, Shard] = {}
         self.terminate = threading.Event()
         settings = ctx.training.checkpoint
         self.checkpoint_root = Path(settings.dir) if settings else None
@@ -173,6 +180,7 @@ class ParameterServer:
         self.serving: dict[Op, Callable[[_Link, Header], bool]] = {
             Op.INIT: self._on_init,
             Op.DECLARE_TABLE: self._on_declare_table,
+            Op.DECLARE_DYNAMIC: self._on_declare_dynamic,
             Op.SPARSE_PULL: self._on_sparse_pull,
             Op.SPARSE_PUSH: self._on_sparse_push,
             Op.PULL: self._on_pull,
@@ -204,14 +212,11 @@ class ParameterServer:
             return
         started = time.monotonic()
         for saved in found.files[0]["tables"]:
-            spec = TableSpec(int(saved["table"]), int(saved["num_rows"]), int(saved["dim"]))
             entries = [f["tables"][len(self.tables)] for f in found.files]
-            rows, state = table_share(entries, index, servers)
-            optimizer = build_sparse_optimizer(self.ctx.training.optimizer, rows.shape)
-            optimizer.state.update(state)
-            optimizer.step = int(saved["step"])
-            self.tables[spec.table] = TableShard(spec, index, servers, rows, optimizer)
-            self.held_bytes += rows.nbytes + sum(t.nbytes for t in state.values())
+            shard = self._restore_table(saved, entries)
+            self.tables[shard.spec.table] = shard
+            if isinstance(shard, TableShard):
+                self.held_bytes += shard.held_bytes
         self.restored = found
         self.last_checkpoint = found.step
         if self.board is not None:
@@ -223,6 +228,35 @@ class ParameterServer:
             f"({found.num_servers} -> {servers} servers) in {time.monotonic() - started:.1f} s",
             flush=True,
         )
+
+    def _restore_table(self, saved: dict[str, Any], entries: list[dict[str, Any]]) -> Shard:
+        """This server's shard of one checkpointed table, re-sliced from every file's entry."""
+        index, servers = self.ctx.replica_index, self.ctx.num_servers
+        if saved.get("kind", "fixed") == "dynamic":
+            options = saved["options"]
+            spec = DynamicTableSpec(
+                int(saved["table"]),
+                int(saved["dim"]),
+                float(saved["init_scale"]),
+                DynamicOptions(
+                    options["admit_after"], options["ttl_steps"], options["max_rows_per_server"]
+                ),
+            )
+            try:
+                share = dynamic_share(entries, index, servers)
+            except ValueError as error:
+                raise checkpoint.CheckpointMismatchError(
+                    f"the checkpoint's {spec} is unusable: {error}"
+                ) from None
+            shard = self._new_dynamic(spec)
+            shard.adopt(share, int(saved["step"]))
+            return shard
+        fixed = TableSpec(int(saved["table"]), int(saved["num_rows"]), int(saved["dim"]))
+        rows, state = table_share(entries, index, servers)
+        optimizer = build_sparse_optimizer(self.ctx.training.optimizer, rows.shape)
+        optimizer.state.update(state)
+        optimizer.step = int(saved["step"])
+        return TableShard(fixed, index, servers, rows, optimizer)
 
     def _snapshot(self, gate: Gate) -> dict[str, Any]:
         part = balanced_slices(self.total, self.ctx.num_servers)[self.ctx.replica_index]
@@ -241,17 +275,7 @@ class ParameterServer:
                 "values": gate.params.detach(),
                 "state": {k: v for k, v in state.items() if isinstance(v, torch.Tensor)},
             },
-            "tables": [
-                {
-                    "table": shard.spec.table,
-                    "num_rows": shard.spec.num_rows,
-                    "dim": shard.spec.dim,
-                    "rows": shard.rows,
-                    "state": shard.optimizer.state,
-                    "step": shard.optimizer.step,
-                }
-                for _, shard in sorted(self.tables.items())
-            ],
+            "tables": [shard.snapshot() for _, shard in sorted(self.tables.items())],
         }
 
     def _state_is_finite(self, gate: Gate) -> bool:
@@ -259,7 +283,7 @@ class ParameterServer:
         tensors = [gate.params.detach()]
         tensors += [t for t in gate.optimizer.state_dict()["state"].get(0, {}).values()]
         for shard in self.tables.values():
-            tensors += [shard.rows, *shard.optimizer.state.values()]
+            tensors += shard.float_tensors()
         return all(
             _is_finite(t) for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()
         )
@@ -390,10 +414,46 @@ class ParameterServer:
         self.tables[spec.table] = shard
         self.changed.notify_all()
 
-    def _declare(self, link: _Link, spec: TableSpec, init_scale: float) -> None:
+    def _new_dynamic(self, spec: DynamicTableSpec) -> DynamicShard:
+        """A dynamic table's empty shard under spec.training's bounds, its growth checked
+        against the memory this server may fill."""
+        index, servers = self.ctx.replica_index, self.ctx.num_servers
+        job = self.ctx.training.embeddings
+        bounds = DynamicOptions(job.admit_after, job.ttl_steps, job.max_rows_per_server)
+        shard = DynamicShard(
+            spec, index, servers, self.ctx.training.optimizer, bounds, self._check_dynamic
+        )
+        capacity_rows = shard.options.max_rows_per_server
+        if capacity_rows is not None:
+            capacity.check_fits(
+                f"{spec} at its capacity of {capacity_rows} rows on server {index}",
+                capacity_rows * spec.dim,
+                capacity.sparse_copies(self.ctx.training.optimizer),
+                self.held_bytes,
+                self.memory_limit,
+            )
+        return shard
+
+    def _check_dynamic(self, what: str, extra: int) -> None:
+        """Refuse to grow a dynamic table by `extra` bytes beyond what this server may fill."""
+        tables = list(self.tables.values())
+        dynamic = sum(s.held_bytes for s in tables if isinstance(s, DynamicShard))
+        if self.held_bytes + dynamic + extra > self.memory_limit:
+            raise capacity.CapacityError(
+                f"{what} needs {extra / 1e6:.0f} MB more for new rows, beside "
+                f"{(self.held_bytes + dynamic) / 1e9:.1f} GB held; this server may use "
+                f"{self.memory_limit / 1e9:.1f} GB: bound the table with max_rows_per_server "
+                "(or spec.training.embeddings.maxRowsPerServer), add servers or give them memory"
+            )
+
+    def _declare(self, link: _Link, spec: TableSpec | DynamicTableSpec, init_scale: float) -> None:
         with self.changed:
             if link.worker == 0 and spec.table not in self.tables:
-                self._create_table(spec, init_scale)
+                if isinstance(spec, DynamicTableSpec):
+                    self.tables[spec.table] = self._new_dynamic(spec)
+                    self.changed.notify_all()
+                else:
+                    self._create_table(spec, init_scale)
             timeout = self.ctx.training.timeout_seconds
             if not self.changed.wait_for(lambda: spec.table in self.tables, timeout):
                 raise PeerLostError(
@@ -403,10 +463,12 @@ class ParameterServer:
             existing = self.tables[spec.table].spec
         if existing != spec:
             where = "the checkpoint" if self.restored is not None else "worker 0"
+            if isinstance(existing, DynamicTableSpec) and isinstance(spec, DynamicTableSpec):
+                where += " (a dynamic table's dim, init_scale and options must match)"
             error = checkpoint.CheckpointMismatchError if self.restored else TableMismatchError
             raise error(f"{link.peer} declares {spec}, but {where} has {existing}")
 
-    def _table(self, link: _Link, header: Header) -> TableShard:
+    def _table(self, link: _Link, header: Header) -> Shard:
         """The declared table a sparse request names, with its id count checked."""
         shard = self.tables.get(header.extra[0])
         if shard is None:
@@ -414,13 +476,13 @@ class ParameterServer:
             raise self._bad(link, header, f"extra0 (table) is {header.extra[0]}, declared: {known}")
         if shard.spec.dim != header.extra[1]:
             raise self._bad(link, header, f"extra1 (dim) is {header.extra[1]}, {shard.spec}")
-        held = shard.rows.shape[0]
-        if header.numel > held:
+        most = shard.max_request_ids()
+        if header.numel > most:
             raise self._bad(
                 link,
                 header,
-                f"numel (ids) is {header.numel}, more than the {held} rows of {shard.spec} on "
-                f"server {self.ctx.replica_index} (send each id once)",
+                f"numel (ids) is {header.numel}, more than the {most} ids one request may carry "
+                f"for {shard.spec} to server {self.ctx.replica_index} (send each id once)",
             )
         return shard
 
@@ -448,7 +510,12 @@ class ParameterServer:
         bits[ends] = marker
         self.transport.recv(tensor, link.rank, TAG_PAYLOAD, what).wait()
         if ends and bool((bits[ends] == marker).any()):
-            raise self._bad(link, header, f"its {what} were shorter than the header announced")
+            reserved = (
+                f" (or hold the reserved id {RESERVED_ID})" if tensor.dtype == torch.int64 else ""
+            )
+            raise self._bad(
+                link, header, f"its {what} were shorter than the header announced{reserved}"
+            )
         return tensor
 
     def _per_chunk(self, element_size: int) -> int:
@@ -613,8 +680,7 @@ class ParameterServer:
             self._adopt_initial(initial, total)
         return False
 
-    def _on_declare_table(self, link: _Link, header: Header) -> bool:
-        table, dim, rows = header.extra[0], header.extra[1], header.numel
+    def _check_declared_table(self, link: _Link, header: Header, table: int) -> None:
         if not 0 <= table <= min(len(self.tables), MAX_TABLES - 1):
             raise self._bad(
                 link,
@@ -622,6 +688,10 @@ class ParameterServer:
                 f"extra0 (table) is {table}: tables are declared in order 0, 1, ... (this server "
                 f"knows {len(self.tables)}; at most {MAX_TABLES})",
             )
+
+    def _on_declare_table(self, link: _Link, header: Header) -> bool:
+        table, dim, rows = header.extra[0], header.extra[1], header.numel
+        self._check_declared_table(link, header, table)
         if rows < 1 or dim < 1:
             raise self._bad(
                 link, header, f"a table needs rows >= 1 and dim >= 1, got {rows} x {dim}"
@@ -636,7 +706,33 @@ class ParameterServer:
         self._declare(link, TableSpec(table, rows, dim), scale)
         return False
 
-    def _recv_ids(self, link: _Link, header: Header, shard: TableShard) -> torch.Tensor:
+    def _on_declare_dynamic(self, link: _Link, header: Header) -> bool:
+        table, dim = header.extra[0], header.extra[1]
+        self._check_declared_table(link, header, table)
+        if header.numel != 0 or not 1 <= dim <= MAX_DYNAMIC_DIM:
+            raise self._bad(
+                link,
+                header,
+                f"numel {header.numel} and extra1 (dim) {dim}: a dynamic table has numel 0 and "
+                f"dim 1..{MAX_DYNAMIC_DIM}",
+            )
+        scale = float(self._recv_exact(link, header, torch.empty(1), "table declaration")[0])
+        raw = torch.empty(DYNAMIC_OPTIONS, dtype=torch.int64)
+        values = self._recv_exact(link, header, raw, "table options").tolist()
+        if not math.isfinite(scale) and self.refuse_non_finite:
+            raise NonFiniteError(
+                f"server {self.ctx.replica_index}: {link.peer} declares dynamic table {table} with "
+                f"init_scale {scale}: pass a finite init_scale to session.dynamic_embedding() "
+                "(spec.training.refuseNonFinite refuses it)"
+            )
+        try:
+            options = DynamicOptions.from_ints(values)
+        except ValueError as error:
+            raise self._bad(link, header, f"its options {values}: {error}") from None
+        self._declare(link, DynamicTableSpec(table, dim, scale, options), scale)
+        return False
+
+    def _recv_ids(self, link: _Link, header: Header, shard: Shard) -> torch.Tensor:
         ids = torch.empty(header.numel, dtype=torch.int64)
         self._recv_exact(link, header, ids, "row ids")
         problem = shard.misplaced_ids(ids)

@@ -27,11 +27,8 @@ def reading(server: "ParameterServer") -> metrics.ServerReading:
         updates=gate.updates if gate is not None else 0,
         received_bytes=sum(list(counts.received.values())),
         sent_bytes=sum(list(counts.sent.values())),
-        table_rows=sum(shard.rows.shape[0] for shard in tables),
-        table_bytes=sum(
-            shard.rows.nbytes + sum(state.nbytes for state in list(shard.optimizer.state.values()))
-            for shard in tables
-        ),
+        table_rows=sum(shard.held_rows for shard in tables),
+        table_bytes=sum(shard.held_bytes for shard in tables),
         checkpoint_seconds=server.checkpoint_seconds,
         staleness=staleness,
         max_staleness=max_staleness,

@@ -8,6 +8,7 @@ rows, the row-wise optimizer state and a lock, so pulls never see half-applied u
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -101,6 +102,34 @@ class TableShard:
                 f"holds the ids with id % {self.num_servers} == {self.server})"
             )
         return None
+
+    def max_request_ids(self) -> int:
+        """Ids one request may carry to this shard: each once, so no more than its rows."""
+        return self.held_rows
+
+    @property
+    def held_rows(self) -> int:
+        return self.rows.shape[0]
+
+    @property
+    def held_bytes(self) -> int:
+        return self.rows.nbytes + sum(t.nbytes for t in self.optimizer.state.values())
+
+    def float_tensors(self) -> list[torch.Tensor]:
+        """The rows and their optimizer state: what must be finite before a checkpoint."""
+        return [self.rows, *self.optimizer.state.values()]
+
+    def snapshot(self) -> dict[str, Any]:
+        """This shard as a checkpoint's table entry (checkpoint_contents: kind "fixed")."""
+        return {
+            "kind": "fixed",
+            "table": self.spec.table,
+            "num_rows": self.spec.num_rows,
+            "dim": self.spec.dim,
+            "rows": self.rows,
+            "state": self.optimizer.state,
+            "step": self.optimizer.step,
+        }
 
     def local_index(self, ids: torch.Tensor) -> torch.Tensor:
         """Local rows of global `ids` (checked with `misplaced_ids` when they arrived)."""

@@ -67,6 +67,15 @@ class CheckpointSettings(_Camel):
         return value
 
 
+class EmbeddingBounds(_Camel):
+    """spec.training.embeddings: bounds every dynamic table of the job obeys on every server,
+    whatever the code declares (the stricter of the two wins, see dynamic_table.DynamicOptions)."""
+
+    admit_after: int = Field(0, ge=0)
+    ttl_steps: int | None = Field(None, ge=1)
+    max_rows_per_server: int | None = Field(None, ge=1)
+
+
 class TrainingSettings(_Camel):
     mode: Mode = Mode.SYNC
     staleness: int | None = Field(None, ge=1)
@@ -74,6 +83,7 @@ class TrainingSettings(_Camel):
     checkpoint: CheckpointSettings | None = None
     timeout_seconds: int = Field(300, ge=1)
     refuse_non_finite: bool = True
+    embeddings: EmbeddingBounds = Field(default_factory=EmbeddingBounds)
     config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

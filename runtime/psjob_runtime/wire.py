@@ -19,9 +19,11 @@ Version 2 added the sparse-table ops, RESUME and the three `extra` header fields
 two payload byte counts; version 4 the gradient inside the PUSH_PULL request and the gradient
 parts pushed during backward (PUSH_PART, PULL_AFTER_PARTS); version 5 the progress field: a
 request to server 0 may carry the worker's latest report (progress_block) behind its inline
-part, and the field says so (0 or progress_block.BYTES). Headers are received into at least
-HEADER_ROOM slots so that a peer of a later version with a longer header is told about the
-version mismatch instead of aborting the server.
+part, and the field says so (0 or progress_block.BYTES); version 6 DECLARE_DYNAMIC, the
+declaration of a dynamic table, whose SPARSE_PULL and SPARSE_PUSH requests carry any int64 id
+but dynamic_table.RESERVED_ID (the marker of a short message) to the server it routes to.
+Headers are received into at least HEADER_ROOM slots so that a peer of a later version with a
+longer header is told about the version mismatch instead of aborting the server.
 """
 
 from dataclasses import dataclass
@@ -31,13 +33,16 @@ import torch
 
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 HEADER_LEN = 11
 HEADER_ROOM = 16
 """Slots of a server's header receive buffer: room for a longer header of a later version; a
 request with an inline payload puts it behind these slots (REQUEST_PAYLOAD_OFFSET floats)."""
 REQUEST_PAYLOAD_OFFSET = 2 * HEADER_ROOM
 """Where an inline payload starts in a request, counted in float32 elements."""
+
+DYNAMIC_OPTIONS = 3
+"""int64 values of a DECLARE_DYNAMIC's second payload."""
 
 TAG_HEADER = 1
 TAG_PAYLOAD = 2
@@ -71,6 +76,11 @@ class Op(IntEnum):
     PULL_AFTER_PARTS = 10
     """numel of the slice, no payload: the parts since the last push, covering the slice, are
     this step's gradient; the reply is as for PUSH_PULL. A PUSH_PULL instead discards them."""
+    DECLARE_DYNAMIC = 11
+    """numel 0, extra (table, dim); payloads float32 [init_scale] and int64 [admit_after,
+    ttl_steps, max_rows_per_server] (0: unset). Declares a dynamic table (dynamic_table.py) as
+    DECLARE_TABLE declares a fixed one; its sparse requests are those of a fixed table, with
+    numel at most dynamic_shard.MAX_REQUEST_IDS."""
 
 
 class ProtocolError(PeerLostError):
@@ -112,6 +122,8 @@ def expected_payload_bytes(op: Op, numel: int, dim: int) -> tuple[int, int]:
         return 4 * dim, 0
     if op is Op.DECLARE_TABLE:
         return 4, 0
+    if op is Op.DECLARE_DYNAMIC:
+        return 4, 8 * DYNAMIC_OPTIONS
     if op is Op.SPARSE_PULL:
         return 8 * numel, 0
     if op is Op.SPARSE_PUSH:

@@ -37,6 +37,7 @@ from psjob_runtime import progress_block
 from psjob_runtime.auth import join_job
 from psjob_runtime.backward_push import BUCKET_BYTES, BackwardPush
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
+from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec
 from psjob_runtime.embedding import ShardedEmbedding, TableClient
 from psjob_runtime.errors import ContractError, install_exit_hook
 from psjob_runtime.progress import ProgressOutbox, ProgressReporter
@@ -411,6 +412,34 @@ class WorkerSession:
             )
         self.quiesce()
         client = TableClient(self, TableSpec(len(self.tables), num_rows, dim))
+        client.declare(init_scale)
+        self.tables.append(client)
+        return ShardedEmbedding(client)
+
+    def dynamic_embedding(
+        self,
+        dim: int,
+        *,
+        init_scale: float = 0.01,
+        admit_after: int = 0,
+        ttl_steps: int | None = None,
+        max_rows_per_server: int | None = None,
+    ) -> ShardedEmbedding:
+        """Declare a dynamic embedding table: any int64 id but -2**63, a row per distinct id.
+
+        Ids reach servers by a mixing hash (even for consecutive or skewed ids). A row starts
+        uniform in [-init_scale, init_scale] (a hash of its id) when a push first holds its id,
+        or with `admit_after` k >= 2, at the k-th push (lookups return zeros until then). Rows
+        not updated for `ttl_steps` of the table's steps are removed; a server keeps at most
+        `max_rows_per_server`, evicting the least recently updated. spec.training.embeddings
+        may tighten each bound (see docs/runtime.md, Dynamic tables).
+        """
+        if dim < 1:
+            raise ValueError(f"a dynamic table needs dim >= 1, got {dim}")
+        options = DynamicOptions(admit_after, ttl_steps, max_rows_per_server)
+        self.quiesce()
+        spec = DynamicTableSpec(len(self.tables), dim, float(init_scale), options)
+        client = TableClient(self, spec)
         client.declare(init_scale)
         self.tables.append(client)
         return ShardedEmbedding(client)

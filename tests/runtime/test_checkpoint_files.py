@@ -151,7 +151,7 @@ STEP = "step-000000010 is unusable"
             f"{FILE} (dense.start is 0, but server 1 of 2 holds elements [500, 1000) of 1000)",
         ),
         (_rows_of_another_shape, f"{FILE} (tables[0].rows has shape [5, 1], expected [5, 2])"),
-        (_older_format, f"{FILE} (not a psjob checkpoint of format 2 (format is 1))"),
+        (_older_format, f"{FILE} (not a psjob checkpoint of format 2 or 3 (format is 1))"),
         (_worker_steps_text, f"{FILE} (worker_steps is a str, expected a list)"),
         (_no_tables, f"{STEP} (server 1 of 2 has tables [], server 0 has [(0, 10, 2, ['sum'])])"),
     ],

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from psjob_runtime.errors import ExitCode
-from psjob_runtime.wire import HEADER_LEN
+from psjob_runtime.wire import HEADER_LEN, PROTOCOL_VERSION
 
 from tests.runtime.protocol_jobs import run_rogue
 
@@ -96,7 +96,7 @@ def test_another_protocol_version_is_a_config_error(tmp_path: Path) -> None:
         tmp_path,
         [{**PULL, "version": 2}],
         ExitCode.CONFIG_ERROR,
-        "peer speaks protocol version 2, this process 5",
+        f"peer speaks protocol version 2, this process {PROTOCOL_VERSION}",
     )
 
 
@@ -163,7 +163,7 @@ def test_more_ids_than_the_shard_has_rows_are_refused(tmp_path: Path) -> None:
         tmp_path,
         [DECLARE, sparse_push(count=101)],
         ExitCode.RETRYABLE,
-        "numel (ids) is 101, more than the 100 rows of table 0 (100 x 4)",
+        "numel (ids) is 101, more than the 100 ids one request may carry for table 0 (100 x 4)",
     )
 
 

@@ -3,7 +3,8 @@
 Worker i trains a small MLP on batch (step, i) of a fixed random data set, so that the union of
 all workers' batches at a step is one large batch the tests can replay in a single process.
 With `table_rows` > 0 the model also looks up one id per sample in a server-held embedding table
-and adds the row to its input. After a restart it resumes at `session.start_step`. It writes its
+and adds the row to its input; with `dynamic` the table is a dynamic one, and id i becomes the
+64-bit id wide_ids(i). After a restart it resumes at `session.start_step`. It writes its
 per-step losses (by step), final parameters, table rows and traffic to <out>/worker-<i>.pt.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import psjob_runtime
 import torch
+from psjob_runtime import hashing
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -41,6 +43,8 @@ class RecorderConfig(BaseModel):
     overlap_backward: bool = False
     bucket_bytes: int = 0
     """The optimizer's bucket size for pushes during backward (0: its default)."""
+    dynamic: bool = False
+    """A dynamic table (session.dynamic_embedding) instead of a fixed one, on 64-bit ids."""
 
 
 def build_model(seed: int) -> nn.Module:
@@ -60,12 +64,24 @@ def batch_ids(seed: int, step: int, worker: int, size: int, high: int) -> torch.
     return torch.randint(0, high, (size,), generator=generator)
 
 
+def wide_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Small ids spread over the whole int64 range, as hashed feature ids are."""
+    return hashing.mix64(ids, 4_242)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     session = psjob_runtime.init()
     config = session.config_as(RecorderConfig)
     model = build_model(config.seed)
-    table = session.embedding(config.table_rows, FEATURES) if config.table_rows else None
+    table = None
+    if config.table_rows:
+        table = (
+            session.dynamic_embedding(FEATURES)
+            if config.dynamic
+            else session.embedding(config.table_rows, FEATURES)
+        )
+    widen = wide_ids if config.dynamic else (lambda ids: ids)
     if config.bucket_bytes:
         optimizer = session.optimizer(model, config.overlap_backward, config.bucket_bytes)
     else:
@@ -77,7 +93,8 @@ def main() -> None:
         optimizer.zero_grad()
         if table is not None:
             high = config.ids_per_batch or config.table_rows
-            x = x + table(batch_ids(config.seed, step, session.worker_index, config.batch, high))
+            ids = batch_ids(config.seed, step, session.worker_index, config.batch, high)
+            x = x + table(widen(ids))
         loss = loss_fn(model(x), y)
         loss.backward()
         if config.clip_norm:
@@ -97,7 +114,7 @@ def main() -> None:
     rows = None
     if table is not None:
         with torch.no_grad():
-            rows = table(torch.arange(config.table_rows))
+            rows = table(widen(torch.arange(config.table_rows)))
     stats = session.finish()
     params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     record = {

@@ -1,0 +1,101 @@
+"""Dynamic tables: any int64 id, a row per id; trained through the servers they match
+nn.Embedding(sparse=True) in one process when no admission or eviction applies."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec, initial_rows, route
+from psjob_runtime.wire import TAG_PAYLOAD, TAG_REPLY
+from torch import nn
+
+from tests.runtime.jobs import run_recorder
+from tests.runtime.test_sparse import BATCH, IDS, OPTIMIZERS, SEED, STEPS
+from tests.runtime.workloads.recorder import FEATURES, batch, batch_ids, build_model, wide_ids
+
+SPEC = DynamicTableSpec(0, FEATURES, 0.01, DynamicOptions())
+
+
+def one_process(name: str, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recorder's model and nn.Embedding(sparse=True) over the ids it uses, whose rows start
+    as the dynamic table's initial rows of their 64-bit ids; each step on every worker's data."""
+    _, dense_factory, sparse_factory = OPTIMIZERS[name]
+    model = build_model(SEED)
+    table = nn.Embedding(IDS, FEATURES, sparse=True)
+    table.weight.data = initial_rows(wide_ids(torch.arange(IDS)), SPEC)
+    dense, sparse = dense_factory(model.parameters()), sparse_factory(table.parameters())
+    for step in range(STEPS):
+        xs, ys = [], []
+        for worker in range(workers):
+            x, y = batch(SEED, step, worker, BATCH)
+            xs.append(x + table(batch_ids(SEED, step, worker, BATCH, IDS)))
+            ys.append(y)
+        dense.zero_grad()
+        sparse.zero_grad()
+        nn.CrossEntropyLoss()(model(torch.cat(xs)), torch.cat(ys)).backward()
+        dense.step()
+        sparse.step()
+    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return params, table.weight.detach()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "servers", "mode"),
+    [("sgd", 1, "sync"), ("adagrad", 2, "sync"), ("adam", 3, "sync"), ("adagrad", 2, "async")],
+)
+def test_a_dynamic_table_trains_as_nn_embedding_in_one_process(
+    tmp_path: Path, name: str, servers: int, mode: str
+) -> None:
+    # async with one worker applies each push on arrival: the same sequence as one process.
+    workers = 2 if mode == "sync" else 1
+    result = run_recorder(
+        tmp_path,
+        *("--servers", str(servers), "--workers", str(workers), "--mode", mode),
+        *OPTIMIZERS[name][0],
+        steps=STEPS,
+        batch=BATCH,
+        seed=SEED,
+        table_rows=IDS,
+        ids_per_batch=IDS,
+        dynamic=True,
+    )
+    assert result.returncode == 0, result.output
+    params, rows = one_process(name, workers)
+    for record in result.records.values():
+        torch.testing.assert_close(record["params"], params, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(record["rows"], rows, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_dynamic_table_moves_the_unique_ids_of_a_batch_only(tmp_path: Path) -> None:
+    steps = 4
+    result = run_recorder(
+        tmp_path,
+        *("--servers", "2", "--workers", "1"),
+        steps=steps,
+        batch=BATCH,
+        table_rows=1_000_000,
+        dynamic=True,
+    )
+    assert result.returncode == 0, result.output
+    record = result.records[0]
+    unique = sum(
+        len(torch.unique(batch_ids(0, step, 0, BATCH, 1_000_000))) for step in range(steps)
+    )
+    dense = record["params"].numel() * 4
+    row, ids = FEATURES * 4, 8
+    sent, received = record["wire"]["sent"][TAG_PAYLOAD], record["wire"]["received"][TAG_REPLY]
+    declare = 2 * (4 + 3 * 8)  # init scale and three options, to each server
+    assert sent == dense + declare + steps * dense + unique * (ids + ids + row)
+    assert record["traffic"]["rows_pulled"] == record["traffic"]["rows_pushed"] == unique
+    assert received - (steps + 1) * dense - 2 * 11 * 8 == unique * row
+
+
+def test_routing_spreads_consecutive_and_skewed_ids_evenly() -> None:
+    consecutive = torch.arange(300_000)
+    strided = torch.arange(300_000) * 1024  # ids that share their low bits
+    for ids in (consecutive, strided):
+        for servers in (2, 3, 7):
+            share = torch.bincount(route(ids, servers), minlength=servers).float() / len(ids)
+            assert float((share - 1 / servers).abs().max()) < 0.01
