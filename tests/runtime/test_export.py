@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -92,15 +93,14 @@ def export(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.mark.slow
-def test_an_export_predicts_like_the_trained_model_in_a_process_with_torch_alone(
-    tmp_path: Path,
-) -> None:
+def train_and_export(tmp_path: Path, **config: object) -> tuple[Path, Path, Path]:
+    """Train export_ctr.py (checkpoints at steps 10, 20, 30), then export step 30 in full, step
+    20 in full (the base), and step 30 since that base; return (full, base, incremental)."""
     store = tmp_path / "checkpoints"
     done = launch(
         *("--servers", "2", "--workers", "2", "--optimizer", "adagrad", "--lr", "0.05"),
         *("--checkpoint-dir", str(store), "--checkpoint-every", "10"),
-        *("--config", json.dumps({"out": str(tmp_path), "steps": 30})),
+        *("--config", json.dumps({"out": str(tmp_path), "steps": 30, **config})),
         worker=[sys.executable, str(WORKLOADS / "export_ctr.py")],
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -116,7 +116,46 @@ def test_an_export_predicts_like_the_trained_model_in_a_process_with_torch_alone
     export(str(older), str(base), *model)
     printed = export(str(store), str(incremental), "--since", str(base), *model).stdout
     assert "exported step 30 since step 20 of job local/local" in printed
+    return full, base, incremental
 
+
+def assert_serves_the_trained_predictions(
+    tmp_path: Path, full: Path, base: Path, incremental: Path
+) -> None:
+    """The docs' loading code, in a process where importing psjob fails, predicts what worker 0
+    predicted on held-out data, from the full export and from base + incremental."""
+    script = _NO_PSJOB + docs_loading_code() + _PREDICT
+    files = [str(path) for path in (full, base, incremental, tmp_path / "heldout.pt")]
+    served = subprocess.run(
+        [sys.executable, "-c", script, *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert "served 2000 predictions" in served.stdout
+
+
+def assert_applies_to_the_full_export(full: Path, base: Path, incremental: Path) -> None:
+    whole, applied = load_export(full), apply_incremental(load_export(base), incremental)
+    assert applied["step"] == whole["step"] == 30
+    assert applied["dense"].keys() == whole["dense"].keys()
+    assert all(torch.equal(applied["dense"][k], whole["dense"][k]) for k in whole["dense"])
+    assert torch.equal(applied["tables"][0]["ids"], whole["tables"][0]["ids"])
+    assert torch.equal(applied["tables"][0]["rows"], whole["tables"][0]["rows"])
+
+
+def table_entry(export: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads((export / "manifest.json").read_text())["tables"][0]
+    return entry
+
+
+@pytest.mark.slow
+def test_an_export_of_a_fixed_table_predicts_like_the_trained_model_with_torch_alone(
+    tmp_path: Path,
+) -> None:
+    full, base, incremental = train_and_export(tmp_path)
     manifest = json.loads((full / "manifest.json").read_text())
     assert manifest["kind"] == "full" and manifest["dense"]["layout"] == "state_dict"
     assert [p["name"] for p in manifest["dense"]["parameters"]] == [
@@ -131,25 +170,24 @@ def test_an_export_predicts_like_the_trained_model_in_a_process_with_torch_alone
             **{"evicted": 0, "file": "tables/0.pt", "digests": "digests/0.pt"},
         }
     ]
-
     # Ten steps of 2 x 256 samples touch a fraction of the 5,000 rows: only those travel.
-    changes = json.loads((incremental / "manifest.json").read_text())["tables"][0]["rows"]
-    assert 0 < changes < 5000
-    whole, applied = load_export(full), apply_incremental(load_export(base), incremental)
-    assert applied["step"] == whole["step"] == 30
-    assert applied["dense"].keys() == whole["dense"].keys()
-    assert all(torch.equal(applied["dense"][k], whole["dense"][k]) for k in whole["dense"])
-    assert torch.equal(applied["tables"][0]["ids"], torch.arange(5000))
-    assert torch.equal(applied["tables"][0]["rows"], whole["tables"][0]["rows"])
+    assert 0 < table_entry(incremental)["rows"] < 5000
+    assert torch.equal(load_export(full)["tables"][0]["ids"], torch.arange(5000))
+    assert_applies_to_the_full_export(full, base, incremental)
+    assert_serves_the_trained_predictions(tmp_path, full, base, incremental)
 
-    script = _NO_PSJOB + docs_loading_code() + _PREDICT
-    files = [str(path) for path in (full, base, incremental, tmp_path / "heldout.pt")]
-    served = subprocess.run(
-        [sys.executable, "-c", script, *files],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert served.returncode == 0, served.stdout + served.stderr
-    assert "served 2000 predictions" in served.stdout
+
+@pytest.mark.slow
+def test_an_export_of_a_dynamic_table_predicts_like_the_trained_model_with_torch_alone(
+    tmp_path: Path,
+) -> None:
+    full, base, incremental = train_and_export(tmp_path, dynamic=True, ttl_steps=5)
+    entry, delta = table_entry(full), table_entry(incremental)
+    assert (entry["kind"], entry["num_rows"]) == ("dynamic", None)
+    ids = load_export(full)["tables"][0]["ids"]
+    assert len(ids) == entry["rows"] > 0
+    assert bool((ids[1:] > ids[:-1]).all()) and int(ids.abs().max()) > 1 << 40  # hashed ids
+    # Rows not updated during the last 5 steps expire: step 20 held ids that step 30 does not.
+    assert 0 < delta["rows"] < entry["rows"] and delta["evicted"] > 0
+    assert_applies_to_the_full_export(full, base, incremental)
+    assert_serves_the_trained_predictions(tmp_path, full, base, incremental)

@@ -2,6 +2,7 @@
 what an incremental export holds, and the clear refusals of bad folders and options."""
 
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from psjob_runtime import checkpoint, serving
+from psjob_runtime.dynamic_table import route
 from psjob_runtime.export import ExportRequest, export
 from psjob_runtime.export_source import ExportError
 from psjob_runtime.serving import apply_incremental, load_export
@@ -90,6 +92,71 @@ def test_an_incremental_export_holds_the_changed_rows_and_applies_to_its_base(
         apply_incremental(load_export(tmp_path / "base"), tmp_path / "next")
 
 
+def write_dynamic_step(
+    root: Path, step: int, rows: dict[int, float], pending: list[int], everywhere: int = 0
+) -> None:
+    """The fixed checkpoint of write_step plus dynamic table 1: id -> a row of that value, each
+    id on the server it routes to (`everywhere` on both: a damaged checkpoint), and ids waiting
+    for admission (no row) on server 0."""
+    for saved in saved_servers(TOTAL, ROWS, DIM, 2, step):
+        saved["tables"][0]["kind"] = "fixed"
+        ids = torch.tensor(list(rows), dtype=torch.int64)
+        mine = ids[(route(ids, 2) == saved["server"]) | (ids == everywhere)]
+        values = torch.tensor([rows[int(i)] for i in mine]).unsqueeze(1).repeat(1, DIM)
+        waiting = torch.tensor(pending if saved["server"] == 0 else [], dtype=torch.int64)
+        saved["tables"].append(
+            {
+                **{"kind": "dynamic", "table": 1, "dim": DIM, "step": step, "init_scale": 0.01},
+                "options": {"admit_after": 2, "ttl_steps": None, "max_rows_per_server": None},
+                **{"ids": mine, "rows": values, "state": {"sum": values.abs()}},
+                **{"counts": torch.full_like(mine, 2), "last_update": torch.full_like(mine, step)},
+                **{"pending_ids": waiting, "pending_counts": torch.ones_like(waiting)},
+                "pending_last_seen": torch.full_like(waiting, step),
+            }
+        )
+        checkpoint.write(root, saved["server"], 2, step, saved, owner=OWNER)
+
+
+def test_a_dynamic_table_exports_its_rows_by_id_and_its_evictions(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    huge = 1 << 62
+    write_dynamic_step(root, 5, {900: 1.0, -5: 2.0, huge: 3.0, 7: 4.0}, pending=[55])
+    run(root, tmp_path / "base")
+    write_dynamic_step(root, 10, {-5: 2.0, huge: 3.0, 7: 6.0, 31: 5.0}, pending=[])
+    run(root, tmp_path / "incremental", since=tmp_path / "base")
+    run(root, tmp_path / "full")
+
+    base = load_export(tmp_path / "base")["tables"][1]
+    assert base["ids"].tolist() == [-5, 7, 900, huge]  # ascending; 55 has no row yet
+    assert base["rows"][:, 0].tolist() == [2.0, 4.0, 1.0, 3.0]
+    entry = json.loads((tmp_path / "base" / "manifest.json").read_text())["tables"][1]
+    assert (entry["kind"], entry["num_rows"], entry["rows"]) == ("dynamic", None, 4)
+
+    delta = torch.load(tmp_path / "incremental" / "tables" / "1.pt", weights_only=True)
+    assert delta["ids"].tolist() == [7, 31]  # changed, new
+    assert delta["evicted"].tolist() == [900]
+    applied = apply_incremental(load_export(tmp_path / "base"), tmp_path / "incremental")
+    full = load_export(tmp_path / "full")
+    for table in (0, 1):
+        assert torch.equal(applied["tables"][table]["ids"], full["tables"][table]["ids"])
+        assert torch.equal(applied["tables"][table]["rows"], full["tables"][table]["rows"])
+    served = serving.lookup(full["tables"][1], torch.tensor([31, 55, huge]), torch.zeros(DIM))
+    assert served[:, 0].tolist() == [5.0, 0.0, 3.0]
+
+
+def test_a_step_holding_an_id_on_two_servers_is_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "checkpoints"
+    write_dynamic_step(root, 5, {1: 1.0, 2: 2.0}, pending=[])
+    write_dynamic_step(root, 10, {1: 1.0, 2: 2.0}, pending=[], everywhere=2)
+    run(root, tmp_path / "out")
+    assert load_export(tmp_path / "out")["step"] == 5
+    assert "step-000000010 (2 servers): table 1 holds ids [2] more than once" in (
+        capsys.readouterr().err
+    )
+
+
 def test_the_docs_carry_the_serving_functions_as_the_package_has_them() -> None:
     blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)
     documented = next(block for block in blocks if "def load_export" in block)
@@ -130,6 +197,19 @@ def test_foreign_and_incomplete_checkpoint_folders_are_refused_with_every_reason
     assert "step-000000009 (1 servers): server-0-of-1.pt does not open" in message
     assert "step-000000007 (1 servers): server-0-of-1.pt: not a psjob checkpoint" in message
     assert "step-000000005: incomplete" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_since_must_name_an_export_whose_manifest_names_its_own_files(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    write_step(root, 5)
+    with pytest.raises(ExportError, match=r"is not a psjob export: manifest\.json cannot be read"):
+        run(root, tmp_path / "out", since=root)
+    run(root, tmp_path / "base")
+    manifest = tmp_path / "base" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"digests/0.pt"', '"../../secret.pt"'))
+    with pytest.raises(ExportError, match=r"tables.0: .* expected 'tables/0.pt' and 'digests/0"):
+        run(root, tmp_path / "out", since=tmp_path / "base")
     assert not (tmp_path / "out").exists()
 
 

@@ -1,21 +1,24 @@
 """A small ctr job for the export tests: it trains, then records its predictions on held-out data.
 
 The model takes its table as an argument, as a user's model for serving would: training passes
-session.embedding(), `dense_model()` (the export's --model factory) passes a placeholder, and a
+the session's table, `dense_model()` (the export's --model factory) passes a placeholder, and a
 serving process passes the exported rows. Worker 0 writes <out>/heldout.pt with the held-out
-inputs and its scores after the last step, the state the servers' final checkpoint holds.
+inputs and its scores after the last step, the state the servers' final checkpoint holds. With
+`dynamic` the table is a dynamic one on 64-bit hashed ids, with admission and a TTL, so that
+rows come, change and go between checkpoints.
 """
 
 from pathlib import Path
 
 import psjob_runtime
 import torch
+from psjob_runtime import hashing
 from psjob_runtime.examples.ctr import CATEGORICAL_FIELDS, DENSE_FIELDS, CtrConfig, Synthetic
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 DIM, HIDDEN, TABLE_ROWS = 8, 32, 5_000
-HELD_OUT_WORKER = 1_000_000
+HELD_OUT_WORKER, HASH_SALT = 1_000_000, 2_024
 
 
 class ExportCtrConfig(BaseModel):
@@ -25,6 +28,10 @@ class ExportCtrConfig(BaseModel):
     steps: int = 30
     batch: int = 256
     held_out: int = 2_000
+    dynamic: bool = False
+    """A dynamic table on 64-bit hashed ids, admitting an id at its 2nd push, rows kept for
+    `ttl_steps` steps after their last update; else a fixed table of TABLE_ROWS rows."""
+    ttl_steps: int = 5
 
 
 class ServedCtr(nn.Module):
@@ -50,23 +57,34 @@ def dense_model() -> nn.Module:
     return ServedCtr(nn.Identity())
 
 
+def hashed(ids: torch.Tensor) -> torch.Tensor:
+    """Ids spread over all of int64, as hashed features are."""
+    return hashing.mix64(ids, salt=HASH_SALT)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     session = psjob_runtime.init()
     config = session.config_as(ExportCtrConfig)
     data = Synthetic(CtrConfig(table_rows=TABLE_ROWS, dim=DIM))
     torch.manual_seed(0)
-    model = ServedCtr(session.embedding(TABLE_ROWS, DIM))
+    if config.dynamic:
+        table = session.dynamic_embedding(DIM, admit_after=2, ttl_steps=config.ttl_steps)
+    else:
+        table = session.embedding(TABLE_ROWS, DIM)
+    model = ServedCtr(table)
     optimizer = session.optimizer(model)
     loss_fn = nn.BCEWithLogitsLoss()
     for step in range(session.start_step, config.steps):
         dense, ids, clicks = data.batch(session.worker_index, step, config.batch)
+        ids = hashed(ids) if config.dynamic else ids
         optimizer.zero_grad()
         loss_fn(model(dense, ids), clicks).backward()
         optimizer.step()
     session.quiesce()
     if session.worker_index == 0:
         dense, ids, clicks = data.batch(HELD_OUT_WORKER, 0, config.held_out)
+        ids = hashed(ids) if config.dynamic else ids
         with torch.no_grad():
             scores = model(dense, ids)
         held_out = {"dense": dense, "ids": ids, "clicks": clicks, "scores": scores}
