@@ -71,13 +71,14 @@ def test_a_checkpoint_of_two_servers_restores_on_another_count_with_the_same_con
 def test_the_written_entry_passes_the_format_checks_and_a_wrong_one_is_named() -> None:
     files = saved_servers(20, 10, 2, servers=2, step=12)
     for saved, table in zip(files, trained_shards(2), strict=True):
+        saved["owner"] = "team/ctr"
         saved["tables"].append({**table.snapshot(), "table": 1})
     for saved in files:
-        checkpoint_contents.check_file(saved, saved.get("owner"), saved["server"], 2, 12)
+        checkpoint_contents.check_file(saved, "team/ctr", saved["server"], 2, 12)
     checkpoint_contents.check_together(files)
     files[1]["tables"][1]["counts"] = files[1]["tables"][1]["counts"][:-1]
     with pytest.raises(checkpoint_contents.UnusableCheckpointError, match=r"tables\[1\].counts"):
-        checkpoint_contents.check_file(files[1], None, 1, 2, 12)
+        checkpoint_contents.check_file(files[1], "team/ctr", 1, 2, 12)
 
 
 @pytest.mark.slow
