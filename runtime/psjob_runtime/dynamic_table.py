@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from psjob_runtime import hashing
+from psjob_runtime.training import MAX_INT32
 
 RESERVED_ID = -(1 << 63)
 """The one int64 a dynamic table refuses as an id (-2**63): servers mark free slots with it and
@@ -34,14 +35,12 @@ class DynamicOptions:
     """Rows one server keeps at most; the least recently updated go first."""
 
     def __post_init__(self) -> None:
-        if self.admit_after < 0:
-            raise ValueError(f"admit_after must be >= 0, got {self.admit_after}")
-        if self.ttl_steps is not None and self.ttl_steps < 1:
-            raise ValueError(f"ttl_steps must be >= 1 or None, got {self.ttl_steps}")
-        if self.max_rows_per_server is not None and self.max_rows_per_server < 1:
-            raise ValueError(
-                f"max_rows_per_server must be >= 1 or None, got {self.max_rows_per_server}"
-            )
+        if not 0 <= self.admit_after <= MAX_INT32:
+            raise ValueError(f"admit_after must be in 0..{MAX_INT32}, got {self.admit_after}")
+        for name in ("ttl_steps", "max_rows_per_server"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= MAX_INT32:
+                raise ValueError(f"{name} must be in 1..{MAX_INT32} or None, got {value}")
 
     def stricter(self, bounds: "DynamicOptions") -> "DynamicOptions":
         """These options with `bounds` (spec.training.embeddings) applied: the stricter of each

@@ -18,7 +18,9 @@ from collections.abc import Callable
 import torch
 
 from psjob_runtime import hashing
+from psjob_runtime.capacity import CapacityError
 from psjob_runtime.dynamic_table import RESERVED_ID
+from psjob_runtime.training import MAX_INT32
 
 EMPTY, REMOVED = -1, -2
 """Bucket values that are not slots: never used, and used by an id since removed."""
@@ -150,6 +152,11 @@ class IdIndex:
         """Twice the slots, allocated but not written: the kernel backs a page only when a slot
         on it is first used, so resident memory follows the slots in use, and each slot is
         copied about once however large the pool grows."""
+        if needed > MAX_INT32:
+            raise CapacityError(
+                f"a dynamic table's server would hold {needed} entries, beyond the {MAX_INT32} "
+                "its int32 slots address: set max_rows_per_server or add servers"
+            )
         if self.before_growth is not None:
             self.before_growth((needed - self.high) * self.slot_bytes)
         size = max(needed, 2 * self.capacity, _MIN_SLOTS)

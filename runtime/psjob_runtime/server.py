@@ -419,7 +419,9 @@ class ParameterServer:
         against the memory this server may fill."""
         index, servers = self.ctx.replica_index, self.ctx.num_servers
         job = self.ctx.training.embeddings
-        bounds = DynamicOptions(job.admit_after, job.ttl_steps, job.max_rows_per_server)
+        bounds = DynamicOptions()
+        if job is not None:
+            bounds = DynamicOptions(job.admit_after or 0, job.ttl_steps, job.max_rows_per_server)
         shard = DynamicShard(
             spec, index, servers, self.ctx.training.optimizer, bounds, self._check_dynamic
         )

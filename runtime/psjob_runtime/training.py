@@ -67,13 +67,17 @@ class CheckpointSettings(_Camel):
         return value
 
 
+MAX_INT32 = (1 << 31) - 1
+"""Servers keep a dynamic table's counts, steps and row slots as int32."""
+
+
 class EmbeddingBounds(_Camel):
     """spec.training.embeddings: bounds every dynamic table of the job obeys on every server,
     whatever the code declares (the stricter of the two wins, see dynamic_table.DynamicOptions)."""
 
-    admit_after: int = Field(0, ge=0)
-    ttl_steps: int | None = Field(None, ge=1)
-    max_rows_per_server: int | None = Field(None, ge=1)
+    admit_after: int | None = Field(None, ge=0, le=MAX_INT32)
+    ttl_steps: int | None = Field(None, ge=1, le=MAX_INT32)
+    max_rows_per_server: int | None = Field(None, ge=1, le=MAX_INT32)
 
 
 class TrainingSettings(_Camel):
@@ -83,7 +87,7 @@ class TrainingSettings(_Camel):
     checkpoint: CheckpointSettings | None = None
     timeout_seconds: int = Field(300, ge=1)
     refuse_non_finite: bool = True
-    embeddings: EmbeddingBounds = Field(default_factory=EmbeddingBounds)
+    embeddings: EmbeddingBounds | None = None
     config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -3,10 +3,12 @@
 The shard is driven directly, as a server's gate drives it: each `push` is one step of the table
 with SGD at lr 1, so a row's value tells which gradients reached it."""
 
+import pytest
 import torch
 from psjob_runtime.dynamic_shard import DynamicShard
 from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec, initial_rows
-from psjob_runtime.training import OptimizerSettings
+from psjob_runtime.training import OptimizerSettings, TrainingSettings
+from pydantic import ValidationError
 
 DIM = 2
 SGD = OptimizerSettings(name="sgd", lr=1.0)
@@ -137,3 +139,15 @@ def test_the_stricter_of_a_tables_options_and_the_jobs_bounds_wins() -> None:
         5, 4, 10
     )
     assert DynamicOptions().stricter(own) == own
+
+
+def test_the_jobs_bounds_reach_every_dynamic_table_from_psjob_training() -> None:
+    training = TrainingSettings.model_validate_json(
+        '{"embeddings": {"admitAfter": 4, "maxRowsPerServer": 10}}'
+    )
+    assert training.embeddings is not None
+    assert training.embeddings.admit_after == 4 and training.embeddings.ttl_steps is None
+    with pytest.raises(ValidationError, match="ttlSteps"):
+        TrainingSettings.model_validate_json('{"embeddings": {"ttlSteps": 0}}')
+    with pytest.raises(ValueError, match=r"max_rows_per_server must be in 1\.\.2147483647"):
+        DynamicOptions(max_rows_per_server=1 << 31)

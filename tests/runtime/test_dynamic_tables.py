@@ -1,15 +1,18 @@
 """Dynamic tables: any int64 id, a row per id; trained through the servers they match
 nn.Embedding(sparse=True) in one process when no admission or eviction applies."""
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec, initial_rows, route
+from psjob_runtime.launch import plan_job
+from psjob_runtime.training import TrainingSettings
 from psjob_runtime.wire import TAG_PAYLOAD, TAG_REPLY
 from torch import nn
 
-from tests.runtime.jobs import run_recorder
+from tests.runtime.jobs import RECORDER, run_recorder, start_plans
 from tests.runtime.test_sparse import BATCH, IDS, OPTIMIZERS, SEED, STEPS
 from tests.runtime.workloads.recorder import FEATURES, batch, batch_ids, build_model, wide_ids
 
@@ -99,3 +102,20 @@ def test_routing_spreads_consecutive_and_skewed_ids_evenly() -> None:
         for servers in (2, 3, 7):
             share = torch.bincount(route(ids, servers), minlength=servers).float() / len(ids)
             assert float((share - 1 / servers).abs().max()) < 0.01
+
+
+@pytest.mark.slow
+def test_the_jobs_admission_bound_applies_to_a_table_that_declares_none(tmp_path: Path) -> None:
+    # spec.training.embeddings.admitAfter beyond the run's pushes: no id ever gets a row.
+    training = TrainingSettings.model_validate(
+        {
+            "timeoutSeconds": 60,
+            "embeddings": {"admitAfter": 1000},
+            "config": {"out": str(tmp_path), "steps": 3, "table_rows": 50, "dynamic": True},
+        }
+    )
+    procs, logs = start_plans(plan_job(2, 1, training, [sys.executable, str(RECORDER)]), tmp_path)
+    codes = {name: proc.wait(120) for name, proc in procs.items()}
+    assert set(codes.values()) == {0}, {name: logs[name].read_text() for name in logs}
+    record = torch.load(tmp_path / "worker-0.pt")
+    assert torch.equal(record["rows"], torch.zeros(50, FEATURES))

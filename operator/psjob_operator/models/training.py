@@ -87,6 +87,52 @@ class Checkpoint(ApiModel):
         return value
 
 
+MAX_INT32 = (1 << 31) - 1
+"""Servers keep a dynamic table's counts, steps and row slots as int32."""
+_SOME_EMBEDDING_BOUND: JsonDict = {
+    "rule": "has(self.admitAfter) || has(self.ttlSteps) || has(self.maxRowsPerServer)",
+    "message": "spec.training.embeddings sets no bound: set admitAfter, ttlSteps or "
+    "maxRowsPerServer, or remove it",
+}
+
+
+class Embeddings(ApiModel):
+    """Bounds on every dynamic embedding table of the job, whatever its code declares."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_SOME_EMBEDDING_BOUND]}
+    )
+
+    admit_after: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_INT32,
+        description="Pushes that must hold an id before its row is created (lookups return "
+        "zeros until then). The larger of this and the table's own admit_after applies.",
+    )
+    ttl_steps: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_INT32,
+        description="Remove a row not updated during its table's last ttlSteps steps. The "
+        "shorter of this and the table's own ttl_steps applies.",
+    )
+    max_rows_per_server: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_INT32,
+        description="Rows each server keeps of each dynamic table at most, the least recently "
+        "updated evicted first. The smaller of this and the table's own max_rows_per_server "
+        "applies.",
+    )
+
+    @model_validator(mode="after")
+    def _sets_some_bound(self) -> "Embeddings":
+        if self.admit_after is None and self.ttl_steps is None and self.max_rows_per_server is None:
+            raise ValueError(_SOME_EMBEDDING_BOUND["message"])
+        return self
+
+
 class Training(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -134,6 +180,12 @@ class Training(ApiModel):
         description="Servers refuse a gradient or initial value holding NaN or Inf (counted in "
         "their logs and statistics) instead of applying it, and never checkpoint such state. "
         "Set false only to study divergence.",
+    )
+    embeddings: Embeddings | None = Field(
+        None,
+        description="Bounds on the servers' memory for every dynamic embedding table "
+        "(session.dynamic_embedding), applied whatever the code declares: the stricter of "
+        "each bound and the table's own wins.",
     )
     total_steps: int | None = Field(
         None,
