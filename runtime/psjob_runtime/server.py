@@ -945,6 +945,13 @@ def serve(ctx: JobContext) -> None:
     bound = f" (bound {ctx.training.staleness})" if ctx.training.staleness is not None else ""
     dropped = f"; dropped workers {server.dropped}" if server.dropped else ""
     refused = f"; refused {server.refused} non-finite pushes" if server.refused else ""
+    for shard in server.tables.values():
+        if isinstance(shard, DynamicShard):
+            print(
+                f"server {ctx.replica_index}: {shard.spec}: {shard.held_rows} rows, "
+                f"{shard.pending.live} ids awaiting admission, {shard.held_bytes} bytes",
+                flush=True,
+            )
     print(
         f"server {ctx.replica_index}: all {ctx.num_workers} workers finished{dropped}; "
         f"{gate.updates} updates of {gate.params.numel()} parameters and {len(server.tables)} "

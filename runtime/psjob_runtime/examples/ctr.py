@@ -12,6 +12,11 @@ its batch from (seed, worker, step), so a restarted job resumes with exactly the
 
 spec.training.config (all optional): tableRows, dim, steps, batchSize, evalSamples, zipf, seed,
 and maxAucGap: when set, worker 0 fails (exit 1) if its AUC trails the hidden model's by more.
+
+With `dynamic: true` the model uses a dynamic table (session.dynamic_embedding) and each id
+becomes a 64-bit hash of it, as feature hashing gives in production: no row count to choose,
+one row per distinct id. admitAfter, ttlSteps and maxRowsPerServer set the table's options
+(docs/runtime.md, Dynamic tables); tableRows then only sizes the synthetic vocabularies.
 """
 
 import resource
@@ -32,7 +37,7 @@ _FIELD_SHARES = (
     *(0.008, 0.006, 0.005, 0.004, 0.003, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5),
 )
 """Relative vocabulary sizes, from millions of ids down to a handful, as in Criteo."""
-_HIDDEN_SALT, _EVAL_WORKER = 7_777, 1_000_000
+_HIDDEN_SALT, _EVAL_WORKER, _ID_HASH_SALT = 7_777, 1_000_000, 31_337
 _CLICK_BIAS, _DENSE_WEIGHT, _ID_EFFECT = -1.2, 0.4, 0.35
 
 
@@ -47,6 +52,10 @@ class CtrConfig(BaseModel):
     zipf: float = Field(1.3, gt=1)
     seed: int = 0
     max_auc_gap: float | None = Field(None, gt=0)
+    dynamic: bool = False
+    admit_after: int = Field(0, ge=0)
+    ttl_steps: int | None = Field(None, ge=1)
+    max_rows_per_server: int | None = Field(None, ge=1)
 
 
 class AucTooLowError(Exception):
@@ -94,12 +103,20 @@ class Synthetic:
         return dense, ids, clicks.float()
 
 
-class CtrModel(nn.Module):
-    """Embeddings of the 26 fields (from the servers' table) and the dense features into an MLP."""
+def hashed_ids(ids: torch.Tensor) -> torch.Tensor:
+    """A field's ids as 64-bit hashes spread over all of int64 (never -2**63 in practice)."""
+    return hashing.mix64(ids, _ID_HASH_SALT)
 
-    def __init__(self, table: ShardedEmbedding, dim: int, hidden: int = 64):
+
+class CtrModel(nn.Module):
+    """Embeddings of the 26 fields (from the servers' table) and the dense features into an MLP.
+
+    With `hashed` the ids are looked up as their 64-bit hashes (a dynamic table)."""
+
+    def __init__(self, table: ShardedEmbedding, dim: int, hidden: int = 64, hashed: bool = False):
         super().__init__()
         self.table = table
+        self.hashed = hashed
         self.mlp = nn.Sequential(
             nn.Linear(DENSE_FIELDS + CATEGORICAL_FIELDS * dim, hidden),
             nn.ReLU(),
@@ -107,7 +124,7 @@ class CtrModel(nn.Module):
         )
 
     def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        vectors = self.table(ids).flatten(1)
+        vectors = self.table(hashed_ids(ids) if self.hashed else ids).flatten(1)
         logits: torch.Tensor = self.mlp(torch.cat([dense, vectors], 1))
         return logits.squeeze(1)
 
@@ -143,8 +160,16 @@ def main() -> None:
     config = session.config_as(CtrConfig)
     torch.manual_seed(config.seed)
     data = Synthetic(config)
-    table = session.embedding(config.table_rows, config.dim)
-    model = CtrModel(table, config.dim)
+    if config.dynamic:
+        table = session.dynamic_embedding(
+            config.dim,
+            admit_after=config.admit_after,
+            ttl_steps=config.ttl_steps,
+            max_rows_per_server=config.max_rows_per_server,
+        )
+    else:
+        table = session.embedding(config.table_rows, config.dim)
+    model = CtrModel(table, config.dim, hashed=config.dynamic)
     optimizer = session.optimizer(model)
     loss_fn = nn.BCEWithLogitsLoss()
     started, timed_from = time.monotonic(), session.start_step + 5
@@ -164,9 +189,10 @@ def main() -> None:
         print(f"worker {session.worker_index}: throughput {rate:.0f} samples/s", flush=True)
     peak_mb = _peak_mb()
     table_mb = config.table_rows * config.dim * 4 / 1e6
+    size = "dynamic" if config.dynamic else f"{table_mb:.0f} MB"
     print(
         f"worker {session.worker_index}: peak memory {peak_mb:.0f} MB, {peak_mb - baseline_mb:.0f} "
-        f"MB above start-up (the table is {table_mb:.0f} MB, on the servers); pulled "
+        f"MB above start-up (the table is {size}, on the servers); pulled "
         f"{table.traffic.rows_pulled} rows in {config.steps - session.start_step} steps",
         flush=True,
     )
