@@ -8,6 +8,7 @@ optimizer state) with the most this process could ever get, and refuses a reques
 fit with a message naming both sizes (exit 78: the job's model does not fit its servers).
 """
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -63,3 +64,22 @@ def check_fits(what: str, elements: int, copies: int, held: int, limit: int) -> 
             "(physical memory or the container's limit): add servers, give them more memory, or "
             "shrink the model"
         )
+
+
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_large_frees() -> None:
+    """Make glibc serve every allocation of 1 MiB or more by mmap, and give it back on free.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), after
+    which blocks below it come from the heap, whose freed holes stay resident. A dynamic table
+    grows its pools by doubling and frees the old ones, so with the moving threshold every old
+    copy of a pool below 32 MiB would stay in the resident memory. A fixed threshold keeps the
+    server's RSS at what its tables hold. No effect without glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass

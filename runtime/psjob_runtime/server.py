@@ -926,6 +926,7 @@ class ParameterServer:
 def serve(ctx: JobContext) -> None:
     """The server role's whole life: restore, join, serve until every worker is done."""
     torch.set_num_threads(1)
+    capacity.return_large_frees()
     # One thread per worker hands the GIL around at every message; the default 5 ms switch
     # interval would add that much latency whenever two of them want it at once.
     sys.setswitchinterval(0.0005)
