@@ -44,8 +44,9 @@ from psjob_runtime.training import OptimizerSettings
 
 MAX_REQUEST_IDS = 1 << 22
 """Ids one request may carry to one server: a batch's unique ids per server stay far below."""
-MAX_REQUEST_VALUES = 1 << 28
-"""Float32 values (ids x dim) of one request's rows: 1 GiB."""
+MAX_REQUEST_VALUES = 1 << 24
+"""Float32 values (ids x dim) of one request's rows: 64 MiB, held per worker until its
+PUSH_PULL (a fixed table's requests are bounded by its shard, which fits the server)."""
 _COUNT_LIMIT = (1 << 31) - 1
 """Counts and steps are kept as int32 (memory per row); a count saturates here."""
 
@@ -138,12 +139,12 @@ class DynamicShard:
         """The rows of `ids` as a lookup sees them (see the module docstring), into `out`."""
         with self.lock:
             slots, _ = self.index.find(ids)
-            held = slots >= 0
-            rows = self.index.columns["rows"]
-            out[held] = rows.index_select(0, slots[held])
-        missing = ~held
-        if bool(missing.any()):
-            out[missing] = 0.0 if self.admits else initial_rows(ids[missing], self.spec)
+            if self.index.live:
+                torch.index_select(self.index.columns["rows"], 0, slots.clamp_min(0), out=out)
+        missing = torch.nonzero(slots < 0).view(-1)
+        if missing.numel():
+            fill = initial_rows(ids[missing], self.spec) if not self.admits else None
+            out.index_copy_(0, missing, fill if fill is not None else out[missing].zero_())
         return out
 
     def apply(self, ids: torch.Tensor, grads: torch.Tensor, divisor: int = 1) -> None:

@@ -21,6 +21,8 @@ RESERVED_ID = -(1 << 63)
 detect a message cut short by it (as HierarchicalKV and TFRA reserve empty-key values)."""
 _ROUTE_SALT = 0x5EED
 _INIT_SALT = 0x1D5
+_COLUMN_STEP = 0x9E3779B97F4A7C15 - (1 << 64)
+_COLUMN_MIX = 0xD6E8FEB86659FD93 - (1 << 64)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,13 @@ def route(ids: torch.Tensor, num_servers: int) -> torch.Tensor:
 
 
 def initial_rows(ids: torch.Tensor, spec: DynamicTableSpec) -> torch.Tensor:
-    """Uniform(-scale, scale) rows of `ids`, computed from each id alone (len(ids) x dim)."""
-    columns = torch.arange(spec.dim)
-    keys = hashing.mix64(ids, _INIT_SALT).unsqueeze(1) * spec.dim + columns
-    rows = hashing.uniform(keys, salt=spec.table)
-    return rows.mul_(2 * spec.init_scale).sub_(spec.init_scale)
+    """Uniform(-scale, scale) rows of `ids`, computed from each id alone (len(ids) x dim).
+
+    splitmix64 of the id and table, then per column one multiply-xorshift round of that value
+    plus the column times the golden ratio: a full hash per id, a cheap one per value (servers
+    compute the rows of every new id a batch brings, on its lookup and on its first push)."""
+    base = hashing.mix64(ids, _INIT_SALT + spec.table)
+    x = base.unsqueeze(1) + torch.arange(spec.dim) * _COLUMN_STEP
+    x = (x ^ hashing.shift_right(x, 32)) * _COLUMN_MIX
+    rows = hashing.shift_right(x, 40).to(torch.float32).mul_(2 * spec.init_scale / (1 << 24))
+    return rows.sub_(spec.init_scale)

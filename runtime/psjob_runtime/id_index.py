@@ -26,7 +26,8 @@ EMPTY, REMOVED = -1, -2
 """Bucket values that are not slots: never used, and used by an id since removed."""
 _WINDOW = 8
 """Buckets gathered per id and round after the first, which looks at the home bucket only (at
-most half the buckets in use, most ids sit there)."""
+most half the buckets in use, most ids sit there); 8 resolves nearly all the rest in one more
+round without gathering much more than their probe sequences (4, 16 and 32 measured slower)."""
 _MIN_BUCKETS = 1 << 10
 _MIN_SLOTS = 1 << 10
 _SALT = 0xB0C4E7

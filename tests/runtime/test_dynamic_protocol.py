@@ -62,18 +62,18 @@ def test_the_reserved_id_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_request_of_more_ids_than_a_request_may_carry_is_refused(tmp_path: Path) -> None:
-    # 4097 rows of 65536 floats would be a 1 GiB receive: refused on the header alone.
+    # 257 rows of 65536 floats would be a 64 MiB receive: refused on the header alone.
     push = {
         "op": "SPARSE_PUSH",
-        "numel": 4097,
+        "numel": 257,
         "extra": [0, 1 << 16, 0],
-        "payload": [8 * 4097, 4 * 4097 * (1 << 16)],
+        "payload": [8 * 257, 4 * 257 * (1 << 16)],
         "messages": [],
     }
     end = assert_refused(
         tmp_path,
         [declare(dim=1 << 16), push],
         ExitCode.RETRYABLE,
-        "numel (ids) is 4097, more than the 4096 ids one request may carry for dynamic table 0",
+        "numel (ids) is 257, more than the 256 ids one request may carry for dynamic table 0",
     )
     assert "Traceback" not in end
