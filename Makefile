@@ -94,14 +94,14 @@ system-deps: ## Install the Debian packages the local cluster needs (nss_wrapper
 	fi
 
 .PHONY: cluster-tools
-cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl, kubelet, kube-proxy, helm and the Kueue manager once per machine (cached)
+cluster-tools: $(STAMP) ## Build the pinned kube-apiserver, etcd, controllers, kubectl, kubelet, kube-proxy, helm, the Kueue manager and kube-router once per machine (cached)
 	$(PY) -m psjob_localcluster.build
 
 # Debian packages of the kubelet node: the image builds (buildah, debootstrap) and the node itself.
-NODE_PACKAGES := buildah debootstrap containerd runc containernetworking-plugins iptables conntrack
+NODE_PACKAGES := buildah debootstrap containerd runc containernetworking-plugins iptables ipset conntrack
 
 .PHONY: node-deps
-node-deps: ## Install the Debian packages the kubelet node and its image builds need (buildah, debootstrap, containerd, runc, CNI plugins, iptables, conntrack) when missing
+node-deps: ## Install the Debian packages the kubelet node and its image builds need (buildah, debootstrap, containerd, runc, CNI plugins, iptables, ipset, conntrack) when missing
 	@if ! dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1; then \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		echo "installing $(NODE_PACKAGES)"; \

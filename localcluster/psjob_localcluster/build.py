@@ -10,6 +10,8 @@ from the same module graph (the version the release requires); helm with ``go in
 own module. Kueue (the manager the Kueue tests run) with ``go install`` from its own module graph,
 in parallel with the rest and into a cache folder of its own: its controller-runtime does not
 compile against the pinned client-go, so it cannot share the control plane's ``go build``.
+kube-router (the kubelet node's NetworkPolicy implementation) likewise, from the module in
+``kuberouter/``, whose folder name carries a digest of that module.
 Nothing is rebuilt when the cache folder for these versions is complete.
 """
 
@@ -34,13 +36,15 @@ from psjob_localcluster.tools import (
     ETCD_VERSION,
     HELM_VERSION,
     KUBE_COMMANDS,
+    KUBE_ROUTER_VERSION,
     KUBERNETES_VERSION,
     KUEUE_VERSION,
+    KubeRouterTools,
     KueueTools,
     Tools,
+    default_kube_router,
     default_kueue,
     default_tools,
-    kueue_key,
     tools_key,
 )
 
@@ -51,6 +55,8 @@ ETCD_REQUIRE = re.compile(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v\S+)", re.M)
 GO_DIRECTIVE = re.compile(r"^go\s+(\S+)", re.M)
 ETCD_MAIN_PACKAGE = "go.etcd.io/etcd/server/v3"
 KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
+KUBE_ROUTER_MODULE_DIR = Path(__file__).resolve().parent / "kuberouter"
 
 
 class BuildError(RuntimeError):
@@ -300,41 +306,86 @@ def build_kueue_into(root: Path) -> None:
     log("Kueue built", started, "kueue")
 
 
-def ensure_kueue() -> KueueTools:
-    kueue = default_kueue()
-    if kueue.complete():
-        log(f"up to date: {kueue.root}", part="kueue")
-        return kueue
-    with build_lock(kueue.root):
-        if kueue.complete():
-            log(f"up to date: {kueue.root}", part="kueue")
-            return kueue
-        log(f"building {kueue_key()} into {kueue.root} (once per machine)", part="kueue")
-        staging = kueue.root.with_name(f"{kueue.root.name}.partial-{os.getpid()}")
+def _ensure_folder(
+    root: Path,
+    part: str,
+    complete: Callable[[Path], bool],
+    build_into: Callable[[Path], None],
+) -> None:
+    """Build into a staging folder under a lock, then rename it to ``root``: a half-built folder
+    never looks complete, and two builds on one machine never run at once."""
+    if complete(root):
+        log(f"up to date: {root}", part=part)
+        return
+    with build_lock(root):
+        if complete(root):
+            log(f"up to date: {root}", part=part)
+            return
+        log(f"building {root.name} into {root} (once per machine)", part=part)
+        staging = root.with_name(f"{root.name}.partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            build_kueue_into(staging)
-            out = subprocess.run(
-                [str(KueueTools(staging).manager), "--help"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if "-config" not in out.stdout + out.stderr:
-                raise BuildError(f"the Kueue manager does not run: {out.stderr.strip()[-500:]}")
-            shutil.rmtree(kueue.root, ignore_errors=True)
-            staging.rename(kueue.root)  # atomic: a half-built folder never looks complete
+            build_into(staging)
+            shutil.rmtree(root, ignore_errors=True)
+            staging.rename(root)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    log(f"done: {kueue.root} ({directory_size(kueue.root) / 2**20:.0f} MiB)", part="kueue")
+    log(f"done: {root} ({directory_size(root) / 2**20:.0f} MiB)", part=part)
+
+
+def _runs(binary: Path, flag: str, what: str) -> None:
+    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False)
+    if flag not in out.stdout + out.stderr:
+        raise BuildError(f"{what} does not run: {out.stderr.strip()[-500:]}")
+
+
+def ensure_kueue() -> KueueTools:
+    def build(staging: Path) -> None:
+        build_kueue_into(staging)
+        _runs(KueueTools(staging).manager, "-config", "the Kueue manager")
+
+    kueue = default_kueue()
+    _ensure_folder(kueue.root, "kueue", lambda root: KueueTools(root).complete(), build)
     return kueue
 
 
+def build_kube_router_into(root: Path) -> None:
+    """``go build`` of kube-router from the committed module (kuberouter/go.mod and go.sum)."""
+    started = time.monotonic()
+    log(f"building kube-router {KUBE_ROUTER_VERSION} ...", started, "kube-router")
+    version = f"-s -w -X {KUBE_ROUTER_MODULE}/pkg/version.Version={KUBE_ROUTER_VERSION}"
+    binary = KubeRouterTools(root).binary
+    go(
+        "build",
+        "-trimpath",
+        "-ldflags",
+        version,
+        "-o",
+        str(binary),
+        f"{KUBE_ROUTER_MODULE}/cmd/kube-router",
+        cwd=KUBE_ROUTER_MODULE_DIR,
+        env={"CGO_ENABLED": "0"},
+    )
+    _runs(binary, "--run-firewall", "kube-router")
+    log("kube-router built", started, "kube-router")
+
+
+def ensure_kube_router() -> KubeRouterTools:
+    kube_router = default_kube_router()
+    _ensure_folder(
+        kube_router.root,
+        "kube-router",
+        lambda root: KubeRouterTools(root).complete(),
+        build_kube_router_into,
+    )
+    return kube_router
+
+
 def ensure_all() -> None:
-    """The control plane and Kueue, built side by side: two `go` processes keep more cores
-    busy than one after the other, and each finishes into its own cache folder."""
-    builds: list[Callable[[], object]] = [ensure_tools, ensure_kueue]
+    """The control plane, Kueue and kube-router, built side by side: several `go` processes keep
+    more cores busy than one after the other, and each finishes into its own cache folder."""
+    builds: list[Callable[[], object]] = [ensure_tools, ensure_kueue, ensure_kube_router]
     with ThreadPoolExecutor(len(builds)) as pool:
         futures = [pool.submit(build) for build in builds]
         errors = [f.exception() for f in futures if f.exception() is not None]

@@ -1,5 +1,6 @@
 """A local cluster whose node is a real kubelet: containerd and runc run the pods as containers
-of the images built from ``images/``, on a CNI bridge, with kube-proxy and CoreDNS.
+of the images built from ``images/``, on a CNI bridge, with kube-proxy, CoreDNS and kube-router
+enforcing NetworkPolicies.
 
     with kubelet_cluster(tmp_path) as cluster:
         cluster.kubectl("apply", "-f", "examples/digits.yaml")
@@ -22,13 +23,19 @@ from kubernetes import client
 from psjob_localcluster.cluster import RunningCluster
 from psjob_localcluster.controlplane import ControlPlaneError, finish_start, launch_control_plane
 from psjob_localcluster.images import NodeImages, ensure_node_images, import_images
-from psjob_localcluster.node import dns
+from psjob_localcluster.node import dns, firewall
 from psjob_localcluster.node.kubelet import KubeletSettings
 from psjob_localcluster.node.network import NodeNetwork
-from psjob_localcluster.node.node import KubeletNode, open_node, start_node_agents, start_runtime
+from psjob_localcluster.node.node import (
+    KubeletNode,
+    open_node,
+    start_node_agents,
+    start_node_firewall,
+    start_runtime,
+)
 from psjob_localcluster.objects import create
 from psjob_localcluster.pki import issue_kubelet_node_pki
-from psjob_localcluster.tools import Tools, require_tools
+from psjob_localcluster.tools import KubeRouterTools, Tools, require_kube_router, require_tools
 
 
 @dataclass
@@ -82,12 +89,14 @@ def start_kubelet_cluster(
     root: Path,
     *,
     tools: Tools | None = None,
+    kube_router: KubeRouterTools | None = None,
     images: NodeImages | None = None,
     timeout: float = 300.0,
 ) -> KubeletCluster:
     """Start the control plane and a kubelet node under ``root``; wait until the node is Ready
     and cluster DNS answers. Builds the images first when the cache lacks them."""
     tools = tools or require_tools()
+    kube_router = kube_router or require_kube_router()
     images = images or ensure_node_images()
     network = NodeNetwork()
     node = open_node(root / "node", network)
@@ -117,7 +126,16 @@ def start_kubelet_cluster(
             create(api, dns.NAMESPACE, manifest)
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         _wait(cluster, f"node {node.name} Ready", lambda: _node_ready(core, node.name), deadline)
+        for manifest in firewall.kube_router_rbac():
+            create(api, "default", manifest)
+        start_node_firewall(node, kube_router, settings)
         _wait(cluster, "cluster DNS (CoreDNS) ready", lambda: _dns_ready(apps), deadline)
+        _wait(
+            cluster,
+            "kube-router's first firewall sync",
+            lambda: firewall.firewall_ready(node.sandbox),
+            deadline,
+        )
     except BaseException:
         cluster.stop()
         raise

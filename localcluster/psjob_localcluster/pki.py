@@ -165,15 +165,21 @@ def create_pki(directory: Path, api_address: str = "127.0.0.1") -> ClusterPki:
     )
 
 
+KUBE_ROUTER_USER = "system:kube-router"
+"""The user kube-router's client certificate names; node/firewall.py binds its ClusterRole."""
+
+
 @dataclass(frozen=True)
 class KubeletNodePki:
     """The credentials of one kubelet node: its kubelet's and kube-proxy's client certificates
-    (the Node authorizer and the bootstrap RBAC roles know these names) and the kubelet's
-    serving certificate, which the API server verifies against the cluster CA."""
+    (the Node authorizer and the bootstrap RBAC roles know these names), kube-router's (bound
+    to its own ClusterRole, node/firewall.py) and the kubelet's serving certificate, which the
+    API server verifies against the cluster CA."""
 
     kubelet_client: CertPair
     kubelet_serving: CertPair
     kube_proxy: CertPair
+    kube_router: CertPair
 
 
 def issue_kubelet_node_pki(pki: ClusterPki, node_name: str, node_ip: str) -> KubeletNodePki:
@@ -191,4 +197,5 @@ def issue_kubelet_node_pki(pki: ClusterPki, node_name: str, node_ip: str) -> Kub
             (f"IP:{node_ip}", f"DNS:{node_name}"),
         ),
         kube_proxy=_issue(pki.ca, directory, "kube-proxy", "/CN=system:kube-proxy"),
+        kube_router=_issue(pki.ca, directory, "kube-router", f"/CN={KUBE_ROUTER_USER}"),
     )

@@ -8,6 +8,7 @@ the versions below: changing a version selects a new folder and triggers one new
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ HELM_VERSION = "v3.22.0"
 KUEUE_VERSION = "v0.17.0"
 """sigs.k8s.io/kueue release whose manager the Kueue tests run (docs/kueue.md). It builds from its
 own module graph: its controller-runtime does not compile against KUBERNETES_VERSION's client-go."""
+
+KUBE_ROUTER_VERSION = "v2.10.0"
+"""github.com/cloudnativelabs/kube-router/v2 release that enforces NetworkPolicies on the kubelet
+node (firewall only). It builds from its own module (kuberouter/go.mod, pinned by go.sum)."""
 
 KUBE_COMMANDS = (
     "kube-apiserver",
@@ -60,6 +65,15 @@ def tools_key() -> str:
 def kueue_key() -> str:
     """The Kueue cache folder name: its version plus the platform."""
     return f"kueue-{KUEUE_VERSION}_{_platform()}"
+
+
+def kube_router_key() -> str:
+    """The kube-router cache folder name: its version, a digest of its module, the platform."""
+    module = Path(__file__).resolve().parent / "kuberouter"
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        digest.update((module / name).read_bytes())
+    return f"kube-router-{KUBE_ROUTER_VERSION}-{digest.hexdigest()[:12]}_{_platform()}"
 
 
 class ToolsMissingError(RuntimeError):
@@ -147,3 +161,32 @@ def require_kueue() -> KueueTools:
             "`make cluster-tools` (once per machine, beside the control plane)."
         )
     return kueue
+
+
+@dataclass(frozen=True)
+class KubeRouterTools:
+    """kube-router, built into its own cache folder."""
+
+    root: Path
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "kube-router"
+
+    def complete(self) -> bool:
+        return os.access(self.binary, os.X_OK)
+
+
+def default_kube_router() -> KubeRouterTools:
+    """kube-router for the pinned module in the cache folder (it may not be built yet)."""
+    return KubeRouterTools(cache_root() / "kube-router" / kube_router_key())
+
+
+def require_kube_router() -> KubeRouterTools:
+    """kube-router, or a clear error that says how to build it."""
+    kube_router = default_kube_router()
+    if not kube_router.complete():
+        raise ToolsMissingError(
+            f"kube-router missing in {kube_router.root}: build it with `make cluster-tools`"
+        )
+    return kube_router

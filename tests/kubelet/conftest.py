@@ -4,6 +4,8 @@
   (containerd, runc, CNI bridge, kube-proxy, CoreDNS) running the images built from images/.
 - ``kube`` (session): an admin ``kubernetes.client.ApiClient`` for it.
 - ``namespace`` (function): a fresh namespace, deleted after the test.
+- ``operator_namespace`` (session): the chart installed with its defaults into a "restricted"
+  namespace, ``psjob-system``; uninstalled at the end.
 
 Every test here runs on one pytest-xdist worker (one kubelet node per machine); a failing test's
 report shows the tail of every component's log and of its namespace's container logs. When the
@@ -14,6 +16,7 @@ under CI=true, where that is a failure.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.reports import failure_sections
 
 KUBELET = Path(__file__).resolve().parent
+ROOT = KUBELET.parents[1]
 _CLUSTER = pytest.StashKey[KubeletCluster]()
 _NAMESPACE = pytest.StashKey[str]()
 
@@ -59,6 +63,38 @@ def namespace(request: pytest.FixtureRequest, kube: client.ApiClient) -> Iterato
     name = create_namespace(core, request.node.name)
     request.node.stash[_NAMESPACE] = name
     yield name
+    delete_namespace(core, name)
+
+
+RELEASE = "psjob"
+
+
+def _helm(kubelet: KubeletCluster, home: Path, *args: str) -> str:
+    env = {**os.environ, "KUBECONFIG": str(kubelet.kubeconfig)}
+    env |= {f"HELM_{kind}_HOME": str(home / kind.lower()) for kind in ("CONFIG", "CACHE", "DATA")}
+    done = subprocess.run(
+        [str(kubelet.tools.helm), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, f"helm {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def operator_namespace(
+    kubelet: KubeletCluster, kube: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The chart installed with its defaults into a "restricted" namespace; uninstalled after."""
+    core = client.CoreV1Api(kube)
+    name = "psjob-system"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
+    home = tmp_path_factory.mktemp("helm")
+    chart = str(ROOT / "charts" / "psjob-operator")
+    _helm(kubelet, home, "install", RELEASE, chart, "-n", name, "--wait", "--timeout", "180s")
+    yield name
+    _helm(kubelet, home, "uninstall", RELEASE, "-n", name, "--wait", "--timeout", "120s")
     delete_namespace(core, name)
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,43 +23,12 @@ from psjob_localcluster.objects import create
 from psjob_localcluster.waiting import wait_for
 
 from tests.e2e.operator.support import ROOT, PSJobs, job_manifest, python_command, raw
-from tests.support.namespaces import delete_namespace
 
 pytestmark = pytest.mark.slow
 
-RELEASE = "psjob"
 DEPLOYMENT = "psjob-operator"
 RUNTIME_USER = 65532
 """The runtime image's non-root user (images/runtime/Dockerfile)."""
-
-
-def _helm(kubelet: KubeletCluster, home: Path, *args: str) -> str:
-    env = {**os.environ, "KUBECONFIG": str(kubelet.kubeconfig)}
-    env |= {f"HELM_{kind}_HOME": str(home / kind.lower()) for kind in ("CONFIG", "CACHE", "DATA")}
-    done = subprocess.run(
-        [str(kubelet.tools.helm), *args], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0, f"helm {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def operator_namespace(
-    kubelet: KubeletCluster, kube: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The chart installed with its defaults into a "restricted" namespace; uninstalled after."""
-    core = client.CoreV1Api(kube)
-    name = "psjob-system"
-    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
-    )
-    home = tmp_path_factory.mktemp("helm")
-    chart = str(ROOT / "charts" / "psjob-operator")
-    _helm(kubelet, home, "install", RELEASE, chart, "-n", name, "--wait", "--timeout", "180s")
-    yield name
-    _helm(kubelet, home, "uninstall", RELEASE, "-n", name, "--wait", "--timeout", "120s")
-    delete_namespace(core, name)
 
 
 @pytest.fixture

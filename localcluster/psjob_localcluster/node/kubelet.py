@@ -114,7 +114,8 @@ def kube_proxy_config(settings: KubeletSettings, kubeconfig: Path) -> dict[str, 
     }
 
 
-def _kubeconfig(settings: KubeletSettings, user: str, pair: CertPair) -> Path:
+def agent_kubeconfig(settings: KubeletSettings, user: str, pair: CertPair) -> Path:
+    """A kubeconfig for one of the node's agents, with its client certificate."""
     return write_kubeconfig(
         settings.folder / f"{user}.kubeconfig",
         server=settings.server,
@@ -131,7 +132,7 @@ def start_kubelet(sandbox: NodeSandbox, tools: Tools, settings: KubeletSettings)
     resolv_conf.write_text("# the kubelet node has no DNS server beyond the cluster's own\n")
     config = settings.folder / "kubelet-config.yaml"
     config.write_text(json.dumps(kubelet_config(settings, resolv_conf), indent=2))
-    kubeconfig = _kubeconfig(settings, "kubelet", settings.credentials.kubelet_client)
+    kubeconfig = agent_kubeconfig(settings, "kubelet", settings.credentials.kubelet_client)
     argv = [
         str(tools.path("kubelet")),
         f"--config={config}",
@@ -149,7 +150,7 @@ def start_kubelet(sandbox: NodeSandbox, tools: Tools, settings: KubeletSettings)
 def start_kube_proxy(
     sandbox: NodeSandbox, tools: Tools, settings: KubeletSettings
 ) -> ManagedProcess:
-    kubeconfig = _kubeconfig(settings, "kube-proxy", settings.credentials.kube_proxy)
+    kubeconfig = agent_kubeconfig(settings, "kube-proxy", settings.credentials.kube_proxy)
     config = settings.folder / "kube-proxy-config.yaml"
     config.write_text(json.dumps(kube_proxy_config(settings, kubeconfig), indent=2))
     argv = [str(tools.path("kube-proxy")), f"--config={config}", "--v=1"]

@@ -1,5 +1,5 @@
-"""One kubelet node: its namespaces, link, containerd, kubelet and kube-proxy, started and
-stopped together.
+"""One kubelet node: its namespaces, link, containerd, kubelet, kube-proxy and kube-router,
+started and stopped together.
 
 One kubelet node runs on a machine at a time: its addresses are fixed and its containerd root
 (the unpacked images) is shared between runs, so a file lock in the cache serialises them.
@@ -19,6 +19,7 @@ from typing import IO
 from psjob_localcluster.controlplane import tail
 from psjob_localcluster.node.cgroups import create_cgroup_root, remove_cgroup_root
 from psjob_localcluster.node.containerd import Containerd, containerd_paths, start_containerd
+from psjob_localcluster.node.firewall import start_kube_router
 from psjob_localcluster.node.kubelet import (
     CGROUP_ROOT,
     KubeletSettings,
@@ -30,7 +31,7 @@ from psjob_localcluster.node.network import NodeNetwork, connect, pod_network_co
 from psjob_localcluster.node.sandbox import NodeSandbox, start_sandbox
 from psjob_localcluster.podlogs import pod_log_tails
 from psjob_localcluster.procs import ManagedProcess
-from psjob_localcluster.tools import Tools, cache_root
+from psjob_localcluster.tools import KubeRouterTools, Tools, cache_root
 
 NODE_NAME = "kubelet-node"
 
@@ -57,6 +58,7 @@ class KubeletNode:
     containerd: Containerd | None = None
     kubelet: ManagedProcess | None = None
     kube_proxy: ManagedProcess | None = None
+    kube_router: ManagedProcess | None = None
 
     @property
     def processes(self) -> list[ManagedProcess]:
@@ -64,6 +66,7 @@ class KubeletNode:
             self.containerd.process if self.containerd else None,
             self.kubelet,
             self.kube_proxy,
+            self.kube_router,
         ]
         return [process for process in started if process is not None]
 
@@ -151,3 +154,11 @@ def start_node_agents(node: KubeletNode, tools: Tools, settings: KubeletSettings
     create_cgroup_root(CGROUP_ROOT)
     node.kubelet = start_kubelet(node.sandbox, tools, settings)
     node.kube_proxy = start_kube_proxy(node.sandbox, tools, settings)
+
+
+def start_node_firewall(
+    node: KubeletNode, kube_router: KubeRouterTools, settings: KubeletSettings
+) -> None:
+    """kube-router, once its Node object exists (it reads it at start and exits without it) and
+    its ClusterRole is there (firewall.py)."""
+    node.kube_router = start_kube_router(node.sandbox, kube_router, settings)

@@ -19,6 +19,7 @@ COMMANDS = {
     "nsenter": "util-linux",
     "ip": "iproute2",
     "iptables": "iptables",
+    "ipset": "ipset",
     "conntrack": "conntrack",
     "containerd": "containerd",
     "ctr": "containerd",
