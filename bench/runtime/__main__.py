@@ -5,10 +5,12 @@
 push_pull (push+pull vs raw gloo), targets (sync vs DDP and async vs one process at batch 32
 and 64), scaling (mnist_cnn samples/s by workers, servers and mode,
 against DDP and one process), time_to_accuracy (digits, per mode, against one process),
-sparse_traffic (table bytes per step vs theory and dense), checkpoint_write (vs a raw write) and
-ctr_throughput (1 vs 2 servers). They run one at a time: on a small machine two benchmarks at
-once would measure each other. `--quick` runs fewer steps, repeats, modes and sizes (about 4
-minutes on 2 quiet cores, more under load); the full run takes 10-13 minutes.
+sparse_traffic (table bytes per step vs theory and dense), checkpoint_write (vs a raw write),
+ctr_throughput (1 vs 2 servers) and dynamic_tables (a dynamic table against the fixed one:
+samples/s, wire bytes, memory per row, RSS under a capacity). They run one at a time: on a
+small machine two benchmarks at once would measure each other. `--quick` runs fewer steps,
+repeats, modes and sizes (about 4 minutes on 2 quiet cores, more under load, plus 4 for
+dynamic_tables); the full run takes 15-20 minutes.
 Writes bench/out/runtime.json.
 """
 
@@ -31,6 +33,7 @@ from bench.machine import describe
 from bench.runtime import (
     checkpoint_write,
     ctr_throughput,
+    dynamic_tables,
     push_pull,
     scaling,
     sparse_traffic,
@@ -47,6 +50,7 @@ BENCHMARKS: dict[str, Callable[[bool], Any]] = {
     "sparse_traffic": sparse_traffic.measure,
     "checkpoint_write": checkpoint_write.measure,
     "ctr_throughput": ctr_throughput.measure,
+    "dynamic_tables": dynamic_tables.measure,
 }
 
 

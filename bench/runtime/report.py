@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullLocator
 
 from bench.markdown import row, verdict
+from bench.runtime import dynamic_report
 
 BENCH = Path(__file__).resolve().parents[1]
 FINDINGS = Path(__file__).resolve().parent / "findings.md"
@@ -666,6 +667,8 @@ def section(result: Record) -> list[str]:
             *ctr_table(ctr),
             "",
         ]
+    if "dynamic_tables" in result:
+        lines += dynamic_report.section(result["dynamic_tables"])
     if FINDINGS.exists():
         lines += [FINDINGS.read_text().rstrip("\n"), ""]
     return lines

@@ -197,13 +197,14 @@ def _state_layout(state: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
 def _tables_layout(saved: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """What every file must agree on about each table (not its rows: those differ)."""
     return [
-        (
+        (table["table"], table["num_rows"], table["dim"], sorted(table["state"]))
+        if table.get("kind", "fixed") == "fixed"
+        else (
             table["table"],
-            table.get("kind", "fixed"),
-            table.get("num_rows"),
+            "dynamic",
             table["dim"],
-            table.get("init_scale"),
-            table.get("options"),
+            table["init_scale"],
+            table["options"],
             sorted(table["state"]),
         )
         for table in saved["tables"]

@@ -41,7 +41,7 @@ def test_negative_options_are_refused(tmp_path: Path) -> None:
         tmp_path,
         [declare(options=-1)],
         ExitCode.RETRYABLE,
-        "its options [-1, -1, -1]: admit_after must be >= 0",
+        "its options [-1, -1, -1]: admit_after must be in 0..2147483647, got -1",
     )
 
 
