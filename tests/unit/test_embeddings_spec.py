@@ -10,7 +10,7 @@ import yaml
 from psjob_operator.crd import crd
 from psjob_operator.models import Role
 from psjob_operator.models.training import Training
-from psjob_operator.render import render_pod
+from psjob_operator.render import render_pod, spec_hash
 from psjob_operator.validation import InvalidManifestError, parse_psjob
 from psjob_runtime.training import TrainingSettings
 
@@ -71,3 +71,11 @@ def test_admission_checks_the_same_bounds() -> None:
     assert (fields["admitAfter"]["minimum"], fields["admitAfter"]["maximum"]) == (0, (1 << 31) - 1)
     assert fields["ttlSteps"]["minimum"] == fields["maxRowsPerServer"]["minimum"] == 1
     assert "default" not in json.dumps(embeddings)  # an unset bound bounds nothing
+
+
+def test_a_job_without_bounds_keeps_its_spec_hash_and_one_with_them_changes_it() -> None:
+    """An operator upgrade restarts no job; setting bounds restarts the servers that read them."""
+    plain = parse_psjob(yaml.safe_load((ROOT / "examples/minimal.yaml").read_text()))
+    assert "embeddings" not in plain.spec.training.model_dump(by_alias=True)
+    bounded = parse_psjob(with_embeddings({"ttlSteps": 100}))
+    assert spec_hash(bounded) != spec_hash(plain)

@@ -2,8 +2,16 @@
 
 import re
 from enum import StrEnum
+from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from psjob_operator.models.base import ApiModel, FieldRuleError, FreeForm
@@ -197,6 +205,16 @@ class Training(ApiModel):
     config: FreeForm = Field(
         default_factory=dict, description="Free-form settings handed to the user's training code."
     )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_embeddings(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave out `embeddings` when unset: the spec hash of a job that never set it (and the
+        PSJOB_TRAINING it gets) stay what they were before the field existed, so an operator
+        upgrade restarts no job."""
+        data: dict[str, Any] = handler(self)
+        if self.embeddings is None:
+            data.pop("embeddings", None)
+        return data
 
     @model_validator(mode="after")
     def _staleness_goes_with_ssp(self) -> "Training":
