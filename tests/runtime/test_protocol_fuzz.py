@@ -2,10 +2,10 @@
 always ends with a psjob message and an exit code of the failure table (docs/runtime.md).
 
 Each example starts a server and the scripted worker (workloads/rogue.py), plays a valid prefix
-(INIT, maybe a table and a pull), then one request built valid for a random op and mutated in a
-few fields: op code, worker, step, numel, extra, announced bytes, the payloads' types and lengths,
-a cut header. The server either refuses it (75, 78, or 1 for a model mismatch), or serves it and
-then loses the worker, which leaves (75), or finishes (0).
+(INIT, maybe a fixed or dynamic table and a pull), then one request built valid for a random op
+and mutated in a few fields: op code, worker, step, numel, extra, announced bytes, the payloads'
+types and lengths, a cut header. The server either refuses it (75, 78, or 1 for a model
+mismatch), or serves it and then loses the worker, which leaves (75), or finishes (0).
 
 Not generated: a message longer than the receive the server posts for it. Gloo aborts the process
 on that before any check of ours can run (test_protocol.py pins it; docs/security.md). For a
@@ -45,6 +45,7 @@ VALID: dict[str, dict[str, Any]] = {
     "DONE": {"numel": MODEL, "extra": DENSE, "reply": ("int64", HEADER_LEN)},
     "RESUME": {"numel": MODEL, "extra": DENSE, "reply": ("int64", HEADER_LEN)},
     "DECLARE_TABLE": {"numel": ROWS, "extra": TABLE, "messages": [("float32", 1)]},
+    "DECLARE_DYNAMIC": {"numel": 0, "extra": TABLE, "messages": [("float32", 1), ("int64", 3)]},
     "SPARSE_PULL": {
         "numel": IDS,
         "extra": TABLE,
@@ -110,9 +111,9 @@ def mutated(field: Any, draw: st.DrawFn) -> Any:
 @st.composite
 def scripts(draw: st.DrawFn) -> list[dict[str, Any]]:
     prefix = [valid("INIT")]
-    declared = draw(st.booleans())
-    if declared:
-        prefix.append(valid("DECLARE_TABLE"))
+    table = draw(st.sampled_from(["", "DECLARE_TABLE", "DECLARE_DYNAMIC"]))
+    if table:
+        prefix.append(valid(table))
     if draw(st.booleans()):
         prefix.append(valid("PULL"))
     op = draw(st.sampled_from(sorted(VALID)))
