@@ -275,11 +275,24 @@ class DynamicShard:
             self.pending.columns["last_seen"].index_copy_(
                 0, waiting, _int32(share["pending_last_seen"])
             )
-            capacity = self.options.max_rows_per_server
-            if capacity is not None:
-                for index in (self.index, self.pending):
-                    self._evict(index, index.live - capacity, step + 1)
-            self._expire(step)
+            self._trim()
+
+    def reconfigure(self, spec: DynamicTableSpec, bounds: DynamicOptions) -> None:
+        """Take the options a restarted job's code declares (same table, dim and init_scale)
+        for a restored shard, under the job's bounds; trim to them."""
+        with self.lock:
+            self.spec = spec
+            self.options = spec.options.stricter(bounds)
+            self._trim()
+
+    def _trim(self) -> None:
+        """Evict beyond the capacity and expire by the TTL, as after the last step (lock held)."""
+        step = self.optimizer.step
+        capacity = self.options.max_rows_per_server
+        if capacity is not None:
+            for index in (self.index, self.pending):
+                self._evict(index, index.live - capacity, step + 1)
+        self._expire(step)
 
     def snapshot(self) -> dict[str, Any]:
         """This shard as a checkpoint's table entry (checkpoint_contents: kind "dynamic")."""

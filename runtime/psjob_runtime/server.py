@@ -157,6 +157,8 @@ class ParameterServer:
         self.dropped: list[int] = []
         self.changed = threading.Condition()
         self.tables: dict[int, Shard] = {}
+        self.options_from_checkpoint: set[int] = set()
+        """Restored dynamic tables that no worker has declared yet (see `_declare`)."""
         self.terminate = threading.Event()
         settings = ctx.training.checkpoint
         self.checkpoint_root = Path(settings.dir) if settings else None
@@ -250,6 +252,7 @@ class ParameterServer:
                 ) from None
             shard = self._new_dynamic(spec)
             shard.adopt(share, int(saved["step"]))
+            self.options_from_checkpoint.add(spec.table)
             return shard
         fixed = TableSpec(int(saved["table"]), int(saved["num_rows"]), int(saved["dim"]))
         rows, state = table_share(entries, index, servers)
@@ -418,12 +421,13 @@ class ParameterServer:
         """A dynamic table's empty shard under spec.training's bounds, its growth checked
         against the memory this server may fill."""
         index, servers = self.ctx.replica_index, self.ctx.num_servers
-        job = self.ctx.training.embeddings
-        bounds = DynamicOptions()
-        if job is not None:
-            bounds = DynamicOptions(job.admit_after or 0, job.ttl_steps, job.max_rows_per_server)
         shard = DynamicShard(
-            spec, index, servers, self.ctx.training.optimizer, bounds, self._check_dynamic
+            spec,
+            index,
+            servers,
+            self.ctx.training.optimizer,
+            self._job_bounds(),
+            self._check_dynamic,
         )
         capacity_rows = shard.options.max_rows_per_server
         if capacity_rows is not None:
@@ -435,6 +439,13 @@ class ParameterServer:
                 self.memory_limit,
             )
         return shard
+
+    def _job_bounds(self) -> DynamicOptions:
+        """spec.training.embeddings as options every dynamic table is held to."""
+        job = self.ctx.training.embeddings
+        if job is None:
+            return DynamicOptions()
+        return DynamicOptions(job.admit_after or 0, job.ttl_steps, job.max_rows_per_server)
 
     def _check_dynamic(self, what: str, extra: int) -> None:
         """Refuse to grow a dynamic table by `extra` bytes beyond what this server may fill."""
@@ -462,11 +473,19 @@ class ParameterServer:
                     f"worker 0 did not declare table {spec.table} within {timeout} s "
                     f"({link.peer} declared it)"
                 )
-            existing = self.tables[spec.table].spec
+            shard = self.tables[spec.table]
+            if spec.table in self.options_from_checkpoint and isinstance(shard, DynamicShard):
+                # The first declaration after a restore sets a dynamic table's options: the code
+                # may change them between attempts (a tighter capacity or TTL trims the rows).
+                self.options_from_checkpoint.discard(spec.table)
+                if isinstance(spec, DynamicTableSpec):
+                    shard.reconfigure(spec, self._job_bounds())
+            existing = shard.spec
         if existing != spec:
             where = "the checkpoint" if self.restored is not None else "worker 0"
             if isinstance(existing, DynamicTableSpec) and isinstance(spec, DynamicTableSpec):
-                where += " (a dynamic table's dim, init_scale and options must match)"
+                where += " (a dynamic table's dim and init_scale must match, and every worker's "
+                where += "options)"
             error = checkpoint.CheckpointMismatchError if self.restored else TableMismatchError
             raise error(f"{link.peer} declares {spec}, but {where} has {existing}")
 

@@ -110,3 +110,19 @@ def test_a_job_checkpointed_on_two_servers_resumes_on_three_and_on_one(tmp_path:
         assert record["start_step"] == 6
         torch.testing.assert_close(record["rows"], first.records[0]["rows"], rtol=0, atol=0)
         torch.testing.assert_close(record["params"], first.records[0]["params"], rtol=0, atol=0)
+
+
+def test_a_restarted_job_may_tighten_its_tables_options_and_the_restored_rows_are_trimmed() -> None:
+    entries = [table.snapshot() for table in trained_shards(2)]
+    table = DynamicShard(SPEC, 0, 1, ADAM, DynamicOptions())
+    table.adopt(dynamic_share(entries, 0, 1), entries[0]["step"])
+    before = table.snapshot()
+    tighter = DynamicTableSpec(0, SPEC.dim, SPEC.init_scale, DynamicOptions(2, 4, 10))
+    table.reconfigure(tighter, DynamicOptions(max_rows_per_server=8))
+    after = table.snapshot()
+    assert table.options == DynamicOptions(2, 4, 8)
+    # Step 12, TTL 4: rows last updated at step 8 or before go; then the 8 most recent stay.
+    recent = before["last_update"] > 8
+    assert len(after["ids"]) == min(8, int(recent.sum()))
+    assert int(after["last_update"].min()) >= int(before["last_update"][recent].min())
+    assert bool((after["pending_last_seen"] > 8).all())
