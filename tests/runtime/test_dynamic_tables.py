@@ -10,36 +10,12 @@ from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec, initia
 from psjob_runtime.launch import plan_job
 from psjob_runtime.training import TrainingSettings
 from psjob_runtime.wire import TAG_PAYLOAD, TAG_REPLY
-from torch import nn
 
 from tests.runtime.jobs import RECORDER, run_recorder, start_plans
-from tests.runtime.test_sparse import BATCH, IDS, OPTIMIZERS, SEED, STEPS
-from tests.runtime.workloads.recorder import FEATURES, batch, batch_ids, build_model, wide_ids
+from tests.runtime.test_sparse import BATCH, IDS, OPTIMIZERS, SEED, STEPS, one_process
+from tests.runtime.workloads.recorder import FEATURES, batch_ids, wide_ids
 
 SPEC = DynamicTableSpec(0, FEATURES, 0.01, DynamicOptions())
-
-
-def one_process(name: str, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recorder's model and nn.Embedding(sparse=True) over the ids it uses, whose rows start
-    as the dynamic table's initial rows of their 64-bit ids; each step on every worker's data."""
-    _, dense_factory, sparse_factory = OPTIMIZERS[name]
-    model = build_model(SEED)
-    table = nn.Embedding(IDS, FEATURES, sparse=True)
-    table.weight.data = initial_rows(wide_ids(torch.arange(IDS)), SPEC)
-    dense, sparse = dense_factory(model.parameters()), sparse_factory(table.parameters())
-    for step in range(STEPS):
-        xs, ys = [], []
-        for worker in range(workers):
-            x, y = batch(SEED, step, worker, BATCH)
-            xs.append(x + table(batch_ids(SEED, step, worker, BATCH, IDS)))
-            ys.append(y)
-        dense.zero_grad()
-        sparse.zero_grad()
-        nn.CrossEntropyLoss()(model(torch.cat(xs)), torch.cat(ys)).backward()
-        dense.step()
-        sparse.step()
-    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    return params, table.weight.detach()
 
 
 @pytest.mark.slow
@@ -64,7 +40,7 @@ def test_a_dynamic_table_trains_as_nn_embedding_in_one_process(
         dynamic=True,
     )
     assert result.returncode == 0, result.output
-    params, rows = one_process(name, workers)
+    params, rows = one_process(name, workers, initial_rows(wide_ids(torch.arange(IDS)), SPEC))
     for record in result.records.values():
         torch.testing.assert_close(record["params"], params, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(record["rows"], rows, rtol=1e-4, atol=1e-6)

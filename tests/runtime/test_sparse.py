@@ -36,12 +36,17 @@ OPTIMIZERS: dict[str, tuple[list[str], Factory, Factory]] = {
 }
 
 
-def one_process(name: str, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense model plus nn.Embedding(sparse=True), each step on the union of the workers' data."""
+def one_process(
+    name: str, workers: int, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense model plus nn.Embedding(sparse=True), each step on the union of the workers' data;
+    the table starts as `rows` (default: a fixed table's initial rows)."""
+    if rows is None:
+        rows = initial_rows(TableSpec(0, ROWS, FEATURES), 0, 1, init_scale=0.01)
     _, dense_factory, sparse_factory = OPTIMIZERS[name]
     model = build_model(SEED)
-    table = nn.Embedding(ROWS, FEATURES, sparse=True)
-    table.weight.data = initial_rows(TableSpec(0, ROWS, FEATURES), 0, 1, init_scale=0.01)
+    table = nn.Embedding(len(rows), FEATURES, sparse=True)
+    table.weight.data = rows
     dense, sparse = dense_factory(model.parameters()), sparse_factory(table.parameters())
     for step in range(STEPS):
         xs, ys = [], []
