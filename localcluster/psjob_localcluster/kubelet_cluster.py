@@ -100,7 +100,6 @@ def start_kubelet_cluster(
     images = images or ensure_node_images()
     network = NodeNetwork()
     node = open_node(root / "node", network)
-    deadline = time.monotonic() + timeout
     try:
         plane = launch_control_plane(root, tools, address=network.host_address)
     except BaseException:
@@ -110,6 +109,10 @@ def start_kubelet_cluster(
     try:
         containerd = start_runtime(node, images.pause.reference)
         import_images(containerd, images.for_node())
+        # Counted from here: importing a changed 5.8 GB runtime image took most of the 300 s
+        # under CI's load, and the control plane timed out while it waited (the import has a
+        # bound of its own).
+        deadline = time.monotonic() + timeout
         finish_start(plane, deadline)
         settings = KubeletSettings(
             node_name=node.name,

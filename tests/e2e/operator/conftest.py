@@ -80,7 +80,7 @@ def start_operator(
             start_process(f"operator-{len(started)}", argv, log, env=env), port
         )
         started.append(operator)
-        wait_for(lambda: healthy(port), "the operator's /healthz", timeout=30)
+        wait_for(lambda: healthy(port), "the operator's /healthz", timeout=60)
         return operator
 
     yield start
