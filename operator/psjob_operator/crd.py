@@ -67,6 +67,13 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.progress.samplesPerSecond",
     },
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restartCount"},
+    {
+        "name": "Recoveries",
+        "type": "integer",
+        "description": "Lost pods recreated in place (runPolicy.recovery InPlace)",
+        "jsonPath": ".status.recoveries",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

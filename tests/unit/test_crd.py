@@ -69,7 +69,19 @@ def test_scale_status_and_columns() -> None:
     assert v["subresources"]["status"] == {}
     assert v["subresources"]["scale"]["specReplicasPath"] == ".spec.workers.replicas"
     columns = [c["name"] for c in v["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Servers", "Workers", "Step", "Samples/s", "Restarts", "Age"]
+    assert columns == [
+        "Phase",
+        "Servers",
+        "Workers",
+        "Step",
+        "Samples/s",
+        "Restarts",
+        "Recoveries",
+        "Age",
+    ]
+    # `kubectl get psj` keeps its width; `-o wide` adds the in-place recoveries.
+    wide = [c["name"] for c in v["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Recoveries"]
     assert crd()["spec"]["names"]["shortNames"] == ["psj"]
 
 

@@ -4,7 +4,7 @@ from psjob_operator.models.job import PSJob, PSJobSpec
 from psjob_operator.models.progress import Progress
 from psjob_operator.models.replica import ReplicaSpec, RestartPolicy
 from psjob_operator.models.role import Role
-from psjob_operator.models.run_policy import CleanPodPolicy, RunPolicy, SuccessPolicy
+from psjob_operator.models.run_policy import CleanPodPolicy, Recovery, RunPolicy, SuccessPolicy
 from psjob_operator.models.status import (
     Condition,
     ConditionType,
@@ -26,6 +26,7 @@ __all__ = [
     "PSJobSpec",
     "Phase",
     "Progress",
+    "Recovery",
     "ReplicaPhase",
     "ReplicaSpec",
     "ReplicaStatus",

@@ -2,9 +2,9 @@
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
-from psjob_operator.models.base import ApiModel
+from psjob_operator.models.base import ApiModel, FieldRuleError
 
 
 class CleanPodPolicy(StrEnum):
@@ -16,6 +16,18 @@ class CleanPodPolicy(StrEnum):
 class SuccessPolicy(StrEnum):
     ALL_WORKERS = "AllWorkers"
     WORKER0 = "Worker0"
+
+
+class Recovery(StrEnum):
+    IN_PLACE = "InPlace"
+    RESTART_JOB = "RestartJob"
+
+
+IN_PLACE_WITH_TOLERANCE = (
+    "runPolicy.recovery: InPlace recreates a lost worker, runPolicy.maxFailedWorkers lets the "
+    "job go on without it: the two cannot both apply; remove maxFailedWorkers (or set it to 0) "
+    "or set recovery: RestartJob"
+)
 
 
 class SchedulingPolicy(ApiModel):
@@ -33,6 +45,19 @@ class SchedulingPolicy(ApiModel):
 
 
 class RunPolicy(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.recovery) || self.recovery != 'InPlace' || "
+                    "!has(self.maxFailedWorkers) || self.maxFailedWorkers == 0",
+                    "message": IN_PLACE_WITH_TOLERANCE,
+                    "fieldPath": ".recovery",
+                }
+            ]
+        }
+    )
+
     backoff_limit: int = Field(
         3, ge=0, le=1000, description="How many times the whole job may restart before it fails."
     )
@@ -65,3 +90,28 @@ class RunPolicy(ApiModel):
         "workers.replicas; server failures and, with successPolicy Worker0, a failure of "
         "worker 0 are never tolerated. Counted per attempt.",
     )
+    recovery: Recovery | None = Field(
+        None,
+        description="What a retryable failure of one pod (exit 75, a signal, OOM, eviction, a "
+        "deleted pod, a lost node) costs. InPlace: only that pod is recreated under its name; "
+        "the other pods keep running and their state, the job loses the seconds the replacement "
+        "takes to start and rejoin (a server's shard goes back to its newest checkpoint), and "
+        "restartCount does not grow. It falls back to a whole-job restart when the replacement "
+        "does not take. RestartJob: every pod is deleted and created again after a back-off, "
+        "and the job resumes from its newest checkpoint (all progress since then is lost); "
+        "each restart counts against backoffLimit. Default: InPlace, except RestartJob for a "
+        "job with maxFailedWorkers above 0 (which cannot be InPlace).",
+    )
+
+    @model_validator(mode="after")
+    def _in_place_needs_no_tolerance(self) -> "RunPolicy":
+        if self.recovery == Recovery.IN_PLACE and self.max_failed_workers > 0:
+            raise FieldRuleError("recovery", IN_PLACE_WITH_TOLERANCE)
+        return self
+
+    @property
+    def effective_recovery(self) -> Recovery:
+        """The recovery that applies: `recovery`, or its default for this job (see there)."""
+        if self.recovery is not None:
+            return self.recovery
+        return Recovery.RESTART_JOB if self.max_failed_workers > 0 else Recovery.IN_PLACE

@@ -154,6 +154,11 @@ class RoleStatus(ApiModel):
         description="Pods that failed; for workers also those lost and tolerated "
         "(runPolicy.maxFailedWorkers), whether they failed or vanished.",
     )
+    recoveries: int = Field(
+        0,
+        description="In-place recoveries of this role's pods since the job began (every "
+        "attempt): each lost pod recreated alone under runPolicy.recovery InPlace.",
+    )
     summary: str = Field("", description="ready/total, for `kubectl get`.")
     phases: PhaseRuns = Field(
         default_factory=tuple,
@@ -179,6 +184,37 @@ class ReplicaStatus(ApiModel):
 
 REPLICA_ENTRIES_MAX = 50
 """Entries in `status.replicas` at most: the status must not grow with the job."""
+
+RECOVERING_MAX = 50
+"""Entries in `status.recovering` at most: more lost pods at once fall back to a whole-job
+restart (plan/recovery.py), so the status stays small however many pods a zone outage takes."""
+
+REPLICA_NAME_PATTERN = r"^(server|worker)-(0|[1-9][0-9]{0,4})$"
+
+
+class RecoveryEntry(ApiModel):
+    """One lost pod being recreated in place: kept in the status, not in the operator's memory,
+    so that an operator that restarts meanwhile still knows since when, and which incarnation."""
+
+    replica: str = Field(
+        pattern=REPLICA_NAME_PATTERN, description="The replica, `<role>-<index>`: server-1."
+    )
+    since: datetime = Field(description="When the operator saw its pod lost.")
+    incarnation: int = Field(
+        ge=1,
+        le=1_000_000,
+        description="The replacement's psjob.dev/incarnation: 1 for the replica's first.",
+    )
+
+    @property
+    def key(self) -> tuple[Role, int]:
+        role, index = self.replica.rsplit("-", 1)
+        return Role(role), int(index)
+
+
+def replica_name(role: Role, index: int) -> str:
+    """`server-1`: how status.recovering and the recovery Events name a replica."""
+    return f"{role.value}-{index}"
 
 
 class JobStatus(ApiModel):
@@ -206,6 +242,16 @@ class JobStatus(ApiModel):
     completion_time: datetime | None = Field(None, description="When the job finished.")
     restart_count: int = Field(
         0, description="How many times a failure restarted the whole job (see backoffLimit)."
+    )
+    recoveries: int = Field(
+        0,
+        description="In-place recoveries since the job began: lost pods recreated alone under "
+        "runPolicy.recovery InPlace (each role's share is in servers and workers).",
+    )
+    recovering: Annotated[list[RecoveryEntry], Field(max_length=RECOVERING_MAX)] = Field(
+        default_factory=list,
+        description="The lost pods being recreated in place now, by role and index: until the "
+        "replacement runs or the operator falls back to a whole-job restart.",
     )
     attempt: int = Field(
         0,
