@@ -138,8 +138,8 @@ class Reconciler:
         self.running: dict[Key, asyncio.Task[None]] = {}
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.created_at: dict[tuple[str, str, int], float] = {}
-        """When this process created (job uid, pod, attempt): the watch may lag behind."""
+        self.created_at: dict[tuple[str, str, int, int], float] = {}
+        """When this process created (job uid, pod, attempt, incarnation): the watch may lag."""
         self.secured: set[str] = set()
         """Uids of the jobs whose authentication Secret this process created or found there."""
         self.phases: dict[Key, str] = {}
@@ -354,6 +354,8 @@ class Reconciler:
         for event in events:
             if event.reason == "Restarting":
                 metrics.RESTARTS.labels(event.reason).inc()
+            elif event.reason == "Recovering":
+                metrics.RECOVERIES.inc()
             try:
                 await self._call(self.kube.post_event, body, event)
             except ApiException as exc:
@@ -374,7 +376,9 @@ class Reconciler:
         uid = job.metadata.uid or ""
 
         def created(role: Role, index: int) -> float | None:
-            return self.created_at.get((uid, pod_name(job.metadata.name, role, index), attempt))
+            name = pod_name(job.metadata.name, role, index)
+            incarnation = decision.incarnations.get((role, index), 0)
+            return self.created_at.get((uid, name, attempt, incarnation))
 
         stamps = [created(role, index) for role, index in decision.create_pods]
         waiting = [stamp for stamp in stamps if stamp is not None]
@@ -393,14 +397,20 @@ class Reconciler:
             group = render_pod_group(job)
             if group is not None and is_true(decision.status.conditions, ConditionType.POD_GROUP):
                 await self._call(self.kube.create_pod_group, group)
-            await self._create_each(job, missing, attempt)
+            await self._create_each(job, missing, attempt, decision.incarnations)
         except ApiException as exc:
             if _refused_for_good(exc):
                 return f"the API server refused an object of this job: {_api_message(exc)}"
             raise
         return None
 
-    async def _create_each(self, job: PSJob, pods: list[tuple[Role, int]], attempt: int) -> None:
+    async def _create_each(
+        self,
+        job: PSJob,
+        pods: list[tuple[Role, int]],
+        attempt: int,
+        incarnations: Mapping[tuple[Role, int], int],
+    ) -> None:
         """Create `pods` with one request in flight per API thread, each rendered in its turn.
 
         Rendering and queueing every pod of a big job at once held them all (11.8 GB for the
@@ -411,15 +421,19 @@ class Reconciler:
         uid = job.metadata.uid or ""
         digest = spec_hash(job)
         placed = {} if self.queueing is None else await self.queueing.placements(job)
-        manifests = (
-            place_pod(render_pod(job, role, index, attempt, digest), placed.get(role))
-            for role, index in pods
-        )
+
+        def rendered(role: Role, index: int) -> tuple[Manifest, int]:
+            incarnation = incarnations.get((role, index), 0)
+            pod = render_pod(job, role, index, attempt, digest, incarnation)
+            return place_pod(pod, placed.get(role)), incarnation
+
+        manifests = (rendered(role, index) for role, index in pods)
 
         async def creator() -> None:
-            for manifest in manifests:
+            for manifest, incarnation in manifests:
                 new = await self._call(self.kube.create, manifest)
-                self.created_at[(uid, manifest["metadata"]["name"], attempt)] = time.monotonic()
+                key = (uid, manifest["metadata"]["name"], attempt, incarnation)
+                self.created_at[key] = time.monotonic()
                 metrics.PODS_CREATED.inc(int(new))
 
         try:

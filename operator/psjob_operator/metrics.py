@@ -21,6 +21,11 @@ PODS_DELETED = Counter(
 RESTARTS = Counter(
     "psjob_job_restarts_total", "Whole-job restarts, by reason.", ["reason"], registry=REGISTRY
 )
+RECOVERIES = Counter(
+    "psjob_recoveries_total",
+    "Lost pods recreated alone under runPolicy.recovery InPlace (in-place recoveries begun).",
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "psjob_reconcile_seconds", "Time of one reconcile of one job.", registry=REGISTRY
 )

@@ -5,11 +5,12 @@ server: status follows the watch stream, and a 1,000-pod job costs no extra requ
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psjob_operator import contract
 from psjob_operator.models import ReplicaPhase, Role
-from psjob_operator.render import ATTEMPT_ANNOTATION, SPEC_HASH_ANNOTATION
+from psjob_operator.render import ATTEMPT_ANNOTATION, INCARNATION_ANNOTATION, SPEC_HASH_ANNOTATION
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class PodView:
     """The pod's IP address, once it has one."""
     progress_port: int | None = None
     """The main container's port named `progress` (servers), where the runtime serves progress."""
+    incarnation: int = 0
+    """How many times its replica was recreated in place in this attempt (0: the original)."""
+    created: datetime | None = None
+    """metadata.creationTimestamp: how long a replacement lasted (plan/recovery.py)."""
 
     @property
     def finished(self) -> bool:
@@ -53,6 +58,23 @@ def _progress_port(pod: dict[str, Any]) -> int | None:
             if port.get("name") == contract.PROGRESS_PORT_NAME and isinstance(number, int):
                 return number
     return None
+
+
+def _incarnation(annotations: dict[str, Any]) -> int:
+    """The psjob.dev/incarnation annotation; 0 when absent or not a small number."""
+    value = annotations.get(INCARNATION_ANNOTATION, "0")
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 7:
+        return 0
+    return int(value)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def pod_view(pod: dict[str, Any]) -> PodView | None:
@@ -84,4 +106,6 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         node=pod.get("spec", {}).get("nodeName"),
         ip=status.get("podIP") or None,
         progress_port=_progress_port(pod) if role is Role.SERVER and index == 0 else None,
+        incarnation=_incarnation(annotations),
+        created=_timestamp(metadata.get("creationTimestamp")),
     )

@@ -31,6 +31,10 @@ Pod names repeat across restarts, so this tells a leftover pod of an older attem
 """
 
 
+INCARNATION_ANNOTATION = f"{contract.GROUP}/incarnation"
+"""On a pod recreated in place (runPolicy.recovery InPlace): how many times its replica was,
+in this attempt; "1" on the first replacement. The original pods have none."""
+
 SPEC_HASH_ANNOTATION = f"{contract.GROUP}/spec-hash"
 """On each pod: a digest of the spec it was rendered from; a mismatch means the job was edited."""
 
@@ -226,9 +230,15 @@ def _merged_ports(operator: list[Manifest], user: Any) -> list[Any]:
 
 
 def render_pod(
-    job: PSJob, role: Role, index: int, attempt: int = 0, digest: str | None = None
+    job: PSJob,
+    role: Role,
+    index: int,
+    attempt: int = 0,
+    digest: str | None = None,
+    incarnation: int = 0,
 ) -> Manifest:
-    """One pod; `digest` is `spec_hash(job)`, passed in by callers that render many pods."""
+    """One pod; `digest` is `spec_hash(job)`, passed in by callers that render many pods;
+    `incarnation` above 0 marks a replacement recreated in place (its env is the original's)."""
     replica = job.spec.replica_spec(role)
     template = replica.template
     spec = copy.deepcopy(template.spec)
@@ -257,6 +267,9 @@ def render_pod(
         ATTEMPT_ANNOTATION: str(attempt),
         SPEC_HASH_ANNOTATION: digest or spec_hash(job),
     }
+    annotations.pop(INCARNATION_ANNOTATION, None)  # the operator's alone, as the attempt is
+    if incarnation:
+        annotations[INCARNATION_ANNOTATION] = str(incarnation)
     gang = gang_scheduler(job)
     if gang is not None and gang.group_label:
         labels[gang.group_label] = job.metadata.name

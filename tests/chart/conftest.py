@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from psjob_localcluster.tools import KUBERNETES_VERSION, cache_root, default_tools
-from psjob_operator.models import PSJob, Role
+from psjob_operator.models import PSJob, Recovery, Role
 from psjob_operator.observe import PodView
 from psjob_operator.plan import decide
 
@@ -167,7 +167,12 @@ def psjobs_in_every_phase() -> dict[str, dict[str, Any]]:
     failed = _step(running, crashed, 30)
     lost_peer = all_pod_views(running)
     lost_peer[1] = pod_view(running, Role.WORKER, 0, "Failed", exit_code=75)
-    restarting = _step(running, lost_peer, 30)
+    recovering = _step(running, lost_peer, 30)  # in place, the default
+    whole = running.spec.run_policy.model_copy(update={"recovery": Recovery.RESTART_JOB})
+    restart_job = running.model_copy(
+        update={"spec": running.spec.model_copy(update={"run_policy": whole})}
+    )
+    restarting = _step(restart_job, lost_peer, 30)
     suspend = running.spec.run_policy.model_copy(update={"suspend": True})
     to_suspend = running.model_copy(
         update={
@@ -185,6 +190,7 @@ def psjobs_in_every_phase() -> dict[str, dict[str, Any]]:
         "created": _as_object(created),
         "running-not-ready": _as_object(running_not_ready),
         "running": _as_object(running),
+        "recovering": _as_object(recovering),
         "restarting": _as_object(restarting),
         "succeeded": _as_object(succeeded),
         "failed": _as_object(failed),

@@ -26,6 +26,7 @@ EXPECTED = {
     "created": ("Progressing", "InProgress"),
     "running-not-ready": ("Progressing", "InProgress"),
     "running": ("Healthy", "Current"),
+    "recovering": ("Progressing", "InProgress"),
     "restarting": ("Progressing", "InProgress"),
     "succeeded": ("Healthy", "Current"),
     "failed": ("Degraded", "Failed"),
@@ -71,6 +72,17 @@ def test_argocd_config_map_ships_the_tested_script() -> None:
     assert config_map["data"][HEALTH_KEY] == HEALTH_LUA.read_text(), (
         "argocd-cm-psjob-health.yaml embeds another script than psjob-health.lua: copy it over"
     )
+
+
+def test_argocd_shows_which_pod_a_job_recovers_in_place(
+    psjob_phases: dict[str, dict[str, Any]],
+) -> None:
+    """A lost pod recreated alone leaves the job running: Progressing, never Degraded."""
+    recovering = psjob_phases["recovering"]
+    assert recovering["status"]["phase"] == "Running"
+    assert recovering["status"]["restartCount"] == 0
+    health = argocd_health(HEALTH_LUA.read_text(), recovering)
+    assert health["message"].startswith("recovering in place: worker-0 (incarnation 1")
 
 
 @pytest.fixture(scope="module")

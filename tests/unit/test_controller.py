@@ -10,7 +10,10 @@ import pytest
 from kubernetes.client import ApiException
 from psjob_operator.controller import Reconciler, retry_delay
 from psjob_operator.kube import Kube, Manifest
+from psjob_operator.models import PSJob, Role
 from psjob_operator.plan import Event
+
+from tests.support.pod_views import pod_view
 
 KEY = ("ns", "j")
 
@@ -199,3 +202,36 @@ def test_a_job_deleted_while_its_reconcile_acts_leaves_no_metric_or_cache_behind
     assert KEY not in reconciler.jobs
     assert KEY not in reconciler.phases and KEY not in reconciler.progress_shown
     assert KEY not in reconciler.timers
+
+
+class KeepingKube(FakeKube):
+    """Keeps the pods it was asked to create."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pods: list[Manifest] = []
+
+    def create(self, manifest: Manifest) -> bool:
+        if manifest["kind"] == "Pod":
+            self.pods.append(manifest)
+        return True
+
+
+def test_a_pod_lost_moments_after_its_creation_is_recreated_in_place_at_once() -> None:
+    """The operator skips a pod it created moments ago that the watch does not show yet; a
+    replacement under the same name is another pod (its incarnation) and is created at once."""
+    kube = KeepingKube()
+    reconciler = Reconciler(cast(Kube, kube), api_threads=1)
+    reconcile(reconciler, job_body("1"))
+    assert [p["metadata"]["name"] for p in kube.pods] == ["j-server-0", "j-worker-0"]
+    job = PSJob.model_validate(reconciler.jobs[KEY])
+    worker = pod_view(job, Role.WORKER, 0)
+    reconciler.pods = {KEY: [pod_view(job, Role.SERVER, 0, deleting=True), worker]}
+    reconcile(reconciler)
+    assert [e.reason for e in kube.events][-1] == "Recovering"
+    reconciler.pods = {KEY: [worker]}  # the deleted server is gone
+    reconcile(reconciler)
+    assert [p["metadata"]["name"] for p in kube.pods] == ["j-server-0", "j-worker-0", "j-server-0"]
+    assert kube.pods[-1]["metadata"]["annotations"]["psjob.dev/incarnation"] == "1"
+    reconcile(reconciler)  # the watch still lags: not created twice
+    assert len(kube.pods) == 3

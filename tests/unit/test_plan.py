@@ -143,8 +143,15 @@ def test_a_permanent_exit_code_fails_the_job_naming_pod_and_code() -> None:
     assert [e.reason for e in decision.events] == ["Created", "PodFailed", "Failed"]
 
 
+RESTART_JOB = {"recovery": "RestartJob"}
+"""runPolicy of a job that restarts whole on any retryable failure, as every job did before
+in-place recovery (test_plan_recovery.py)."""
+
+
 def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:
-    job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}), [])
+    job, _ = step(
+        make_job(workers={"replicas": 2, "restartPolicy": "ExitCode"}, runPolicy=RESTART_JOB), []
+    )
     pods = all_pod_views(job)
     pods[1] = pod_view(job, Role.WORKER, 0, "Failed", exit_code=75)
     job, decision = step(job, pods)
@@ -165,7 +172,7 @@ def test_a_retryable_exit_code_restarts_the_whole_job_after_a_backoff() -> None:
 
 
 def test_the_backoff_is_waited_for() -> None:
-    job, _ = step(make_job(), [])
+    job, _ = step(make_job(runPolicy=RESTART_JOB), [])
     pods = all_pod_views(job)
     pods[0] = pod_view(job, Role.SERVER, 0, "Failed", exit_code=137)
     job, _ = step(job, pods)
@@ -175,7 +182,7 @@ def test_the_backoff_is_waited_for() -> None:
 
 
 def test_backoff_limit_stops_the_restarts() -> None:
-    job, _ = step(make_job(runPolicy={"backoffLimit": 1}), [])
+    job, _ = step(make_job(runPolicy={"backoffLimit": 1, **RESTART_JOB}), [])
     for hour in (1, 2):
         later = T0 + timedelta(hours=hour)  # the back-off has long passed
         job, _ = step(job, [], later)
@@ -188,7 +195,9 @@ def test_backoff_limit_stops_the_restarts() -> None:
 
 
 def test_a_pod_deleted_by_someone_is_a_retryable_failure_even_under_never() -> None:
-    job, _ = step(make_job(workers={"replicas": 2, "restartPolicy": "Never"}), [])
+    job, _ = step(
+        make_job(workers={"replicas": 2, "restartPolicy": "Never"}, runPolicy=RESTART_JOB), []
+    )
     job, _ = step(job, all_pod_views(job))
     job, _ = step(job, all_pod_views(job)[:2])  # worker 1 vanished (drained node)
     assert status_of(job).phase == Phase.RESTARTING
@@ -451,7 +460,7 @@ def test_worker0_decides_success_so_its_failure_is_never_tolerated() -> None:
 def test_sync_mode_tolerates_no_worker_failure() -> None:
     with pytest.raises(ValidationError, match="only applies to training mode async"):
         make_job(workers={"replicas": 3}, runPolicy={"maxFailedWorkers": 1})
-    job, _ = step(make_job(workers={"replicas": 3}), [])
+    job, _ = step(make_job(workers={"replicas": 3}, runPolicy=RESTART_JOB), [])
     pods = running(job)
     pods[3] = pod_view(job, Role.WORKER, 2, "Failed", exit_code=137)
     job, decision = step(job, pods)

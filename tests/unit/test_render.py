@@ -9,6 +9,7 @@ import yaml
 from psjob_operator.cli import main
 from psjob_operator.contract import CONTRACT_ENV
 from psjob_operator.models import PSJob, Role
+from psjob_operator.observe import pod_view
 from psjob_operator.render import render_all, render_pod, render_secret, render_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +240,37 @@ def test_the_operator_owns_identity_fields_even_if_a_template_sets_them() -> Non
     assert pod["spec"]["hostname"] == "ctr-worker-0"
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["metadata"]["labels"]["psjob.dev/role"] == "worker"
+
+
+def test_a_pod_recreated_in_place_is_the_original_but_for_its_incarnation() -> None:
+    """The runtime takes the replacement for the same replica: same name, same environment
+    (PSJOB_RESTART_COUNT too); only the psjob.dev/incarnation annotation tells them apart. A
+    template cannot set that annotation on an original: the operator's alone."""
+    job = make_job(
+        workers={
+            "replicas": 2,
+            "template": {
+                "metadata": {"annotations": {"psjob.dev/incarnation": "7", "team": "ads"}}
+            },
+        }
+    )
+    original = render_pod(job, Role.WORKER, 1, attempt=2)
+    again = render_pod(job, Role.WORKER, 1, attempt=2, incarnation=1)
+    assert "psjob.dev/incarnation" not in original["metadata"]["annotations"]
+    assert again["metadata"]["annotations"]["psjob.dev/incarnation"] == "1"
+    assert again["metadata"]["annotations"]["team"] == "ads"
+    del again["metadata"]["annotations"]["psjob.dev/incarnation"]
+    assert again == original
+    assert env_of(again)["PSJOB_RESTART_COUNT"] == "2"
+    # The operator reads it back from the pod, with its creation time.
+    again["metadata"]["annotations"]["psjob.dev/incarnation"] = "1"
+    again["metadata"]["creationTimestamp"] = "2026-01-01T00:00:05Z"
+    view = pod_view(again)
+    assert view is not None and view.incarnation == 1
+    assert view.created is not None and view.created.isoformat() == "2026-01-01T00:00:05+00:00"
+    for garbage in ("-1", "x", "99999999999", ""):
+        again["metadata"]["annotations"]["psjob.dev/incarnation"] = garbage
+        assert pod_view(again).incarnation == 0  # type: ignore[union-attr]
 
 
 def test_scheduling_policy_reaches_every_pod() -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from psjob_operator.models import JobStatus, Phase, PSJob, ReplicaPhase, Role
+from psjob_operator.models.status import RECOVERING_MAX
 from psjob_operator.observe import PodView
 from psjob_operator.plan import decide
 from psjob_operator.render import spec_hash
@@ -122,3 +123,19 @@ def test_the_largest_job_that_succeeded_has_a_status_under_64_kib() -> None:
     assert job.status.workers.succeeded == MAX_REPLICAS
     assert stored_bytes(job.status) < STATUS_BUDGET
     assert {r.phase for r in job.status.replicas} <= {ReplicaPhase.STOPPED}
+
+
+def test_the_largest_job_recovering_pods_in_place_has_a_status_under_64_kib() -> None:
+    """In place, at most RECOVERING_MAX pods are recovered at once; a zone outage that takes
+    more falls back to a whole restart instead of growing the status."""
+    job = step(largest_job(), [])
+    job = step(job, pods(job, every("Running")))
+    lost = every("Running")
+    lost[Role.WORKER][:RECOVERING_MAX] = ["Failed"] * RECOVERING_MAX
+    job = step(job, pods(job, lost), T0 + timedelta(seconds=5))
+    assert job.status.phase == Phase.RUNNING
+    assert len(job.status.recovering) == RECOVERING_MAX
+    assert stored_bytes(job.status) < STATUS_BUDGET
+    lost[Role.WORKER][RECOVERING_MAX] = "Failed"
+    job = step(job, pods(job, lost), T0 + timedelta(seconds=6))
+    assert job.status.phase == Phase.RESTARTING and job.status.recovering == []

@@ -55,6 +55,7 @@ def _decision(
     return Decision(
         status=project(job, outcome, now, reading),
         create_pods=outcome.create_pods,
+        incarnations=outcome.incarnations,
         delete_pods=outcome.delete_pods,
         events=outcome.events,
         requeue_after=outcome.requeue_after,

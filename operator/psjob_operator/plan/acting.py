@@ -38,6 +38,9 @@ class Acting:
             start_time=self.previous.start_time,
             completion_time=self.previous.completion_time,
             next_restart_time=self.previous.next_restart_time,
+            recovering=(
+                list(self.previous.recovering) if self.previous.attempt == snapshot.attempt else []
+            ),
         )
 
     def event(self, kind: EventType, reason: str, message: str) -> None:

@@ -22,6 +22,8 @@ class Event:
 class Decision:
     status: JobStatus
     create_pods: list[tuple[Role, int]] = field(default_factory=list)
+    incarnations: dict[tuple[Role, int], int] = field(default_factory=dict)
+    """The psjob.dev/incarnation of each pod in `create_pods` recreated in place (others: 0)."""
     delete_pods: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None

@@ -1,8 +1,9 @@
 """Judging an attempt: has it succeeded, which failure ends it, and does that restart the job.
 
-A torch.distributed group cannot heal in place, so a failure the job does not tolerate either
-restarts every pod after an exponential back-off (while runPolicy.backoffLimit allows) or ends
-the job; the message names the pod, its exit code and the rule that decided.
+Under runPolicy.recovery RestartJob a failure the job does not tolerate either restarts every pod
+after an exponential back-off (while runPolicy.backoffLimit allows) or ends the job; under
+InPlace a retryable one is recovered in place first (recovery.py). The message names the pod,
+its exit code and the rule that decided.
 """
 
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def first_failure(snapshot: Snapshot) -> Failure | None:
         if replica.lost and replica.key not in tolerated
     ]
     spec = snapshot.job.spec
-    permanent = [failure for failure in lost if not _retryable(failure, spec)]
+    permanent = [failure for failure in lost if not retryable(failure, spec)]
     candidates = permanent or lost
     return candidates[0] if candidates else None
 
@@ -122,10 +123,9 @@ class Judgement:
 def judge(failure: Failure, spec: PSJobSpec, restart_count: int) -> Judgement:
     """A deleted pod is always retryable; an exit code is judged by its role's restartPolicy."""
     replica_spec = spec.replica_spec(failure.role)
-    retryable = _retryable(failure, spec)
     cause = failure.describe() + _not_tolerated_because(failure, spec)
     limit = spec.run_policy.backoff_limit
-    if not retryable:
+    if not retryable(failure, spec):
         policy = replica_spec.restart_policy.value
         return Judgement(
             cause, Verdict("PodFailed", f"{cause}, which restartPolicy {policy} does not retry")
@@ -141,8 +141,9 @@ def judge(failure: Failure, spec: PSJobSpec, restart_count: int) -> Judgement:
     return Judgement(cause, None)
 
 
-def _retryable(failure: Failure, spec: PSJobSpec) -> bool:
-    """A deleted pod is always retryable; an exit code is judged by its role's restartPolicy."""
+def retryable(failure: Failure, spec: PSJobSpec) -> bool:
+    """A deleted pod is always retryable; an exit code is judged by its role's restartPolicy.
+    The same causes restart the whole job under RestartJob and recover one pod under InPlace."""
     if failure.deleted:
         return True
     policy = spec.replica_spec(failure.role)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from psjob_operator.models import Phase, Role
+from psjob_operator.models.status import RecoveryEntry
 from psjob_operator.plan.decision import Event
 from psjob_operator.plan.snapshot import ReplicaKey, Snapshot
 
@@ -42,7 +43,13 @@ class Outcome:
     """Whether the gang scheduler's PodGroup CRD exists, when pods were created for a gang."""
     tolerated: frozenset[ReplicaKey] = frozenset()
     """Lost workers the job goes on without in this attempt."""
+    recovering: list[RecoveryEntry] = field(default_factory=list)
+    """Lost pods being recreated in place (runPolicy.recovery InPlace) after this reconcile."""
+    recoveries_opened: list[Role] = field(default_factory=list)
+    """The role of each pod this reconcile began to recover in place."""
     create_pods: list[tuple[Role, int]] = field(default_factory=list)
+    incarnations: dict[ReplicaKey, int] = field(default_factory=dict)
+    """The incarnation of each pod in `create_pods` that replaces a lost one."""
     delete_pods: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None

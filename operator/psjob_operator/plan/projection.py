@@ -85,9 +85,9 @@ def project(
             r.key for r, phase in replicas if r.role is Role.WORKER and phase in LOST
         )
     current = [p for p in snapshot.current() if not p.deleting]
-    counts = {role: _role_status(job, role, replicas, current, tolerated) for role in Role}
+    counts = {role: _role_status(job, role, replicas, current, tolerated, outcome) for role in Role}
     conditions = _conditions(job, outcome, now)
-    ready = _ready(job, outcome.phase, counts, len(tolerated))
+    ready = _recovering(outcome) or _ready(job, outcome.phase, counts, len(tolerated))
     conditions.set(ConditionType.READY, *ready)
     return JobStatus(
         phase=outcome.phase,
@@ -99,6 +99,8 @@ def project(
         start_time=outcome.start_time,
         completion_time=outcome.completion_time,
         restart_count=outcome.restart_count,
+        recoveries=job.status.recoveries + len(outcome.recoveries_opened),
+        recovering=outcome.recovering,
         attempt=outcome.attempt,
         next_restart_time=outcome.next_restart_time,
         worker_selector=selector(role_labels(job.metadata.name, Role.WORKER)),
@@ -156,6 +158,7 @@ def _role_status(
     replicas: Projected,
     current: list[PodView],
     tolerated: frozenset[ReplicaKey],
+    outcome: Outcome,
 ) -> RoleStatus:
     mine = [(r, phase) for r, phase in replicas if r.role is role]
     pods = [p for p in current if p.role is role]
@@ -168,6 +171,7 @@ def _role_status(
         ready=ready,
         succeeded=sum(1 for _, phase in mine if phase is ReplicaPhase.SUCCEEDED),
         failed=sum(1 for r, phase in mine if phase is ReplicaPhase.FAILED or r.key in tolerated),
+        recoveries=job.status.role_status(role).recoveries + outcome.recoveries_opened.count(role),
         summary=f"{ready}/{job.spec.replica_spec(role).replicas}",
         phases=tuple(by_index),
     )
@@ -195,6 +199,26 @@ def _conditions(job: PSJob, outcome: Outcome, now: datetime) -> _Conditions:
         for kind, value in PHASE_CONDITIONS.get(outcome.phase, ()):
             conditions.set(kind, value, verdict.reason, verdict.message)
     return conditions
+
+
+RECOVERING_NAMED = 5
+"""Replicas the Ready message names while they are recovered in place; the rest are counted."""
+
+
+def _recovering(outcome: Outcome) -> tuple[bool, str, str] | None:
+    """Ready is False while pods are recreated in place: the job runs on, but not whole. The
+    phase is held (Running stays Running), so GitOps tools read it as progressing, not failed."""
+    entries = outcome.recovering
+    if not entries:
+        return None
+    named = ", ".join(
+        f"{e.replica} (incarnation {e.incarnation}, since {e.since:%H:%M:%SZ})"
+        for e in entries[:RECOVERING_NAMED]
+    )
+    more = len(entries) - RECOVERING_NAMED
+    if more > 0:
+        named += f" and {more} more"
+    return False, "Recovering", f"recovering in place: {named}"
 
 
 def _ready(

@@ -9,6 +9,7 @@ per-replica entries add what else a gone pod showed (exit code, node).
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from psjob_operator.models import JobStatus, PSJob, ReplicaPhase, Role, SuccessPolicy
 from psjob_operator.observe import PodView
@@ -35,6 +36,10 @@ class Replica:
     node: str | None
     reported: ReplicaPhase | None
     """The phase the previous status gave it in this attempt; None when it is new."""
+    incarnation: int = 0
+    """Its pod's psjob.dev/incarnation (recreated in place that many times); 0 with no pod."""
+    created: datetime | None = None
+    """When its pod was created; None with no pod."""
 
     @property
     def key(self) -> ReplicaKey:
@@ -114,11 +119,14 @@ def _replicas(job: PSJob, pods: Sequence[PodView], attempt: int) -> tuple[Replic
         pod = observed.get(key)
         if pod is not None:
             phase, exit_code, node = _observed_phase(pod), pod.exit_code, pod.node
-        else:
-            assert before is not None
-            phase = before if before in FINISHED else ReplicaPhase.DELETED
-            entry = entries.get(key)
-            exit_code, node = (None, None) if entry is None else (entry.exit_code, entry.node)
+            replicas.append(
+                Replica(*key, phase, exit_code, node, before, pod.incarnation, pod.created)
+            )
+            continue
+        assert before is not None
+        phase = before if before in FINISHED else ReplicaPhase.DELETED
+        entry = entries.get(key)
+        exit_code, node = (None, None) if entry is None else (entry.exit_code, entry.node)
         replicas.append(Replica(key[0], key[1], phase, exit_code, node, before))
     return tuple(replicas)
 

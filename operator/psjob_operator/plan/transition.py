@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 
 from psjob_operator.conditions import is_true
 from psjob_operator.kueue.admission import Admission
-from psjob_operator.models import ConditionType, Phase, PSJob
+from psjob_operator.models import ConditionType, Phase, PSJob, Recovery
 from psjob_operator.plan.acting import Acting
 from psjob_operator.plan.decision import EventType
 from psjob_operator.plan.judging import (
+    Failure,
     first_failure,
     judge,
     newly_tolerated,
@@ -29,6 +30,7 @@ from psjob_operator.plan.pods import (
     pods_to_clean,
     progress,
 )
+from psjob_operator.plan.recovery import plan_recovery
 from psjob_operator.plan.snapshot import Snapshot
 
 
@@ -59,6 +61,7 @@ class Transition(Acting):
 
     def finished(self) -> None:
         """Succeeded or Failed for good: clean up by policy, and honour the TTL."""
+        self.out.recovering = []
         succeeded = self.out.phase == Phase.SUCCEEDED
         self.delete(pods_to_clean(self.spec, self.out.snapshot.pods, succeeded))
         ttl = self.spec.run_policy.ttl_seconds_after_finished
@@ -72,6 +75,7 @@ class Transition(Acting):
 
     def suspend(self) -> None:
         self.delete(self.out.snapshot.pods)
+        self.out.recovering = []
         if self.previous.phase != Phase.SUSPENDED:
             self.event(
                 EventType.NORMAL, "Suspended", "spec.runPolicy.suspend is true: pods removed"
@@ -92,6 +96,7 @@ class Transition(Acting):
         """Kueue has not admitted the job, or evicted it: no pod may run. Evicted pods stop
         gracefully (the servers write their checkpoint on SIGTERM) and no restart is counted."""
         self.delete(self.out.snapshot.pods)
+        self.out.recovering = []
         if self.previous.phase != Phase.QUEUED:
             kind = EventType.WARNING if admission.evicted else EventType.NORMAL
             self.event(kind, "Evicted" if admission.evicted else "Queued", admission.message)
@@ -148,14 +153,7 @@ class Transition(Acting):
         self.out.tolerated = snapshot.tolerated_keys
         self.announce_created()
         done = succeeded(snapshot, self.out.tolerated)
-        failure = None if done else first_failure(snapshot)
-        if failure is not None:
-            judgement = judge(failure, self.spec, self.out.restart_count)
-            self.event(EventType.WARNING, "PodFailed", judgement.cause)
-            if judgement.failed is not None:
-                self.fail(judgement.failed)
-            else:
-                self.restart("PodFailed", judgement.cause, True)
+        if not done and not self.judge_losses():
             return
         for message in newly_tolerated(snapshot):
             self.event(EventType.WARNING, "WorkerFailureTolerated", message)
@@ -163,10 +161,79 @@ class Transition(Acting):
             self.succeed()
             return
         self.create_missing()
-        self.progress()
+        if self.out.recovering:
+            self.out.phase = self.out.phase or Phase.PENDING  # held until the pods are back
+        else:
+            self.progress()
+
+    def judge_losses(self) -> bool:
+        """Lost pods, by runPolicy.recovery; False when the attempt ends (it fails or restarts)."""
+        if self.spec.run_policy.effective_recovery is Recovery.IN_PLACE:
+            return self.recover_in_place()
+        failure = first_failure(self.out.snapshot)
+        if failure is None:
+            return True
+        self.pod_failed(failure)
+        return False
+
+    def pod_failed(self, failure: Failure) -> None:
+        """A failure not recovered in place: the job restarts whole or fails, by its rules."""
+        judgement = judge(failure, self.spec, self.out.restart_count)
+        self.event(EventType.WARNING, "PodFailed", judgement.cause)
+        if judgement.failed is not None:
+            self.fail(judgement.failed)
+        else:
+            self.restart("PodFailed", judgement.cause, True)
+
+    def recover_in_place(self) -> bool:
+        """runPolicy.recovery InPlace: each lost pod is recreated alone (recovery.py). False when
+        the attempt ends instead: a permanent failure, or recovering in place did not take."""
+        plan = plan_recovery(self.out.snapshot, self.out.recovering, self.now)
+        if plan.permanent is not None:
+            self.pod_failed(plan.permanent)
+            return False
+        if plan.fallback is not None:
+            self.fall_back(plan.fallback)
+            return False
+        for opened in plan.opened:
+            entry = opened.entry
+            self.event(
+                EventType.WARNING,
+                "Recovering",
+                f"{entry.replica}: {opened.cause}; recreating it in place "
+                f"(incarnation {entry.incarnation})",
+            )
+        for closed in plan.closed:
+            self.event(
+                EventType.NORMAL,
+                "Recovered",
+                f"{closed.entry.replica} runs again {closed.seconds:.0f}s after it was lost "
+                f"(pod {closed.pod}, incarnation {closed.entry.incarnation})",
+            )
+        self.out.recovering = plan.recovering
+        self.out.recoveries_opened = [opened.role for opened in plan.opened]
+        self.delete(plan.delete)
+        self.out.create_pods.extend(plan.create)
+        self.out.incarnations.update(plan.create)
+        if plan.due is not None:
+            self.requeue(plan.due)
+        return True
+
+    def fall_back(self, why: str) -> None:
+        """In-place recovery did not take: today's whole-job restart, within backoffLimit."""
+        self.event(
+            EventType.WARNING, "RecoveryFallback", f"{why}: falling back to a whole-job restart"
+        )
+        count, limit = self.out.restart_count, self.spec.run_policy.backoff_limit
+        if count >= limit:
+            already = f"the job already restarted {count} times (backoffLimit {limit})"
+            self.fail(Verdict("BackoffLimitExceeded", f"{why}; {already}"))
+        else:
+            self.restart("RecoveryFallback", why, True)
 
     def restart(self, reason: str, cause: str, counts: bool) -> None:
-        """Whole-job restart: a torch.distributed group cannot heal in place."""
+        """Whole-job restart: every pod goes, and the next attempt resumes from the checkpoint."""
+        self.out.recovering = []
         delay = 0.0
         if counts:
             self.out.restart_count += 1
@@ -201,7 +268,7 @@ class Transition(Acting):
 
     def create_missing(self) -> None:
         missing = missing_pods(self.out.snapshot)
-        self.out.create_pods = missing
+        self.out.create_pods.extend(missing)
         if missing and self.out.start_time is None:
             self.out.start_time = self.now
         if missing and self.pod_group_crd is not None:
