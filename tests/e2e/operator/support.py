@@ -130,6 +130,15 @@ class PSJobs:
         pods: list[Manifest] = listed["items"]
         return pods
 
+    def uids(self, name: str) -> dict[str, str]:
+        """Each pod of job `name` by name: its uid, which a recreated pod does not keep."""
+        return {p["metadata"]["name"]: p["metadata"]["uid"] for p in self.pods(name)}
+
+    def reports_progress(self, pod: str) -> bool:
+        """Whether a worker's log shows a progress line (no log yet before the pod starts)."""
+        shown = self.cluster.kubectl("logs", "-n", self.namespace, pod, check=False)
+        return shown.returncode == 0 and "progress worker" in shown.stdout
+
     def pod_env(self, pod: Manifest) -> dict[str, str]:
         return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
 

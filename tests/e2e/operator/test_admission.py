@@ -89,3 +89,23 @@ def test_updates_that_would_break_max_failed_workers_are_refused(
     assert "set spec.training.mode: async or remove maxFailedWorkers" in switched
     stored = psjobs.get("minimal")["spec"]
     assert stored["workers"]["replicas"] == 3 and stored["training"]["mode"] == "async"
+
+
+def test_in_place_recovery_beside_max_failed_workers_is_refused_naming_the_fix(
+    cluster: LocalCluster, psjob_crd: None, psjobs: PSJobs
+) -> None:
+    """A job that tolerates lost workers keeps restarting whole without saying so (existing
+    manifests keep working); asking for InPlace beside it is refused with both fields."""
+    job = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
+    job["spec"]["workers"]["replicas"] = 3
+    job["spec"]["training"] = {"mode": "async"}
+    job["spec"]["runPolicy"] = {"maxFailedWorkers": 1}
+    psjobs.apply(job)
+    job["spec"]["runPolicy"]["recovery"] = "InPlace"
+    done = cluster.kubectl(
+        "apply", "-n", psjobs.namespace, "-f", "-", input_text=yaml.safe_dump(job), check=False
+    )
+    assert done.returncode != 0, done.stdout
+    assert "spec.runPolicy.recovery" in done.stderr
+    assert "remove maxFailedWorkers (or set it to 0) or set recovery: RestartJob" in done.stderr
+    assert "recovery" not in psjobs.get("minimal")["spec"]["runPolicy"]

@@ -6,6 +6,7 @@ import pytest
 
 from tests.e2e.operator.support import (
     SLEEP_FOREVER,
+    Manifest,
     OperatorProcess,
     PSJobs,
     eventually,
@@ -16,6 +17,8 @@ from tests.e2e.operator.support import (
 pytestmark = pytest.mark.cluster
 
 EXIT = "import sys; sys.exit({code})"
+RESTART_JOB = {"recovery": "RestartJob"}
+"""runPolicy of a job that restarts whole on a retryable failure, as before in-place recovery."""
 
 
 def test_success_stops_servers_and_kubectl_wait_returns(
@@ -79,7 +82,7 @@ def test_retryable_code_restarts_until_backoff_limit(
                 "restartPolicy": "ExitCode",
                 "command": python_command(EXIT.format(code=75)),
             },
-            runPolicy={"backoffLimit": 2},
+            runPolicy={"backoffLimit": 2, **RESTART_JOB},
         )
     )
     status = psjobs.wait_phase("flaky", "Failed", timeout=90)
@@ -99,16 +102,21 @@ def test_a_restart_recreates_pods_with_the_next_attempt(
         job_manifest(
             "retry",
             workers={"replicas": 1, "restartPolicy": "ExitCode", "command": python_command(code)},
+            runPolicy=RESTART_JOB,
         )
     )
     status = psjobs.wait_phase("retry", "Succeeded", timeout=90)
     assert status["restartCount"] == 1 and status["attempt"] == 1
 
 
-def test_deleting_a_running_server_pod_restarts_the_job(
+def test_deleting_a_running_server_pod_restarts_the_job_under_restart_job(
     operator: OperatorProcess, psjobs: PSJobs
 ) -> None:
-    psjobs.apply(job_manifest("drain", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.apply(
+        job_manifest(
+            "drain", workers={"replicas": 1, "command": SLEEP_FOREVER}, runPolicy=RESTART_JOB
+        )
+    )
     psjobs.wait_phase("drain", "Running", timeout=60)
     psjobs.core.delete_namespaced_pod("drain-server-0", psjobs.namespace)
     eventually(lambda: psjobs.status("drain").get("attempt") == 1, "a restart")
@@ -118,6 +126,78 @@ def test_deleting_a_running_server_pod_restarts_the_job(
     assert {p["metadata"]["annotations"]["psjob.dev/attempt"] for p in pods} == {"1"}
     env = psjobs.pod_env(pods[0])
     assert env["PSJOB_RESTART_COUNT"] == "1"
+
+
+def test_deleting_a_running_server_pod_recreates_that_pod_alone(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    """In place (the default): the same name and environment, a new uid and an incarnation; the
+    other pods are left alone and no restart is counted."""
+    psjobs.apply(job_manifest("heal", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.wait_phase("heal", "Running", timeout=60)
+    before = {p["metadata"]["name"]: p for p in psjobs.pods("heal")}
+    psjobs.core.delete_namespaced_pod("heal-server-0", psjobs.namespace)
+
+    def replaced() -> Manifest | None:
+        """heal-server-0 once a new pod of that name runs."""
+        for pod in psjobs.pods("heal"):
+            if (
+                pod["metadata"]["name"] == "heal-server-0"
+                and pod["metadata"]["uid"] != before["heal-server-0"]["metadata"]["uid"]
+                and pod["status"].get("phase") == "Running"
+            ):
+                return pod
+        return None
+
+    server = eventually(replaced, "heal-server-0 recreated and running", timeout=60)
+    assert server["metadata"]["annotations"]["psjob.dev/incarnation"] == "1"
+    assert psjobs.pod_env(server) == psjobs.pod_env(before["heal-server-0"])
+    assert psjobs.uids("heal")["heal-worker-0"] == before["heal-worker-0"]["metadata"]["uid"]
+    eventually(
+        lambda: "Recovered" in {e["reason"] for e in psjobs.events("heal")}, "a Recovered event"
+    )
+    status = psjobs.wait_phase("heal", "Running")
+    assert status["restartCount"] == 0 and status["attempt"] == 0
+    assert status["recoveries"] == 1 and status["servers"]["recoveries"] == 1
+    assert eventually(lambda: psjobs.status("heal")["recovering"] == [], "the recovery closed")
+    ready = psjobs.condition("heal", "Ready")
+    assert ready is not None and ready["status"] == "True"
+    recovered = next(e for e in psjobs.events("heal") if e["reason"] == "Recovered")
+    assert recovered["message"].startswith("server-0 runs again ")
+    assert "s after it was lost (pod heal-server-0, incarnation 1)" in recovered["message"]
+    reasons = [e["reason"] for e in psjobs.events("heal")]
+    assert "Restarting" not in reasons and "RecoveryFallback" not in reasons
+    wide = psjobs.cluster.kubectl("get", "psj", "heal", "-n", psjobs.namespace, "-o", "wide")
+    header, row = wide.stdout.splitlines()[:2]
+    assert header.split()[-2:] == ["RECOVERIES", "AGE"]
+    assert row.split()[-2] == "1"  # STEP and SAMPLES/S are empty here: count from the end
+
+
+def test_a_pod_that_keeps_failing_falls_back_to_whole_restarts_until_backoff_limit(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    """Worker 0 always exits 75: recovered in place, its replacement fails at once, so the job
+    restarts whole; in the next attempt the same, until backoffLimit."""
+    psjobs.apply(
+        job_manifest(
+            "crashloop",
+            workers={
+                "replicas": 1,
+                "restartPolicy": "ExitCode",
+                "command": python_command(EXIT.format(code=75)),
+            },
+            runPolicy={"backoffLimit": 1},
+        )
+    )
+    status = psjobs.wait_phase("crashloop", "Failed", timeout=120)
+    assert status["restartCount"] == 1 and status["recoveries"] == 2
+    failed = psjobs.condition("crashloop", "Failed")
+    assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
+    reasons = [e["reason"] for e in psjobs.events("crashloop")]
+    assert reasons.count("Restarting") == 1
+    assert reasons.count("RecoveryFallback") == 2 and reasons.count("Recovering") == 2
+    fallback = next(e for e in psjobs.events("crashloop") if e["reason"] == "RecoveryFallback")
+    assert "worker-0" in fallback["message"]
 
 
 def test_deadline_fails_the_job_and_stops_its_pods(

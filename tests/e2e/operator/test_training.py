@@ -30,19 +30,24 @@ def test_digits_example_trains_to_succeeded(operator: OperatorProcess, psjobs: P
     assert manifest["metadata"]["name"] == "digits"
 
 
-def test_a_server_deleted_mid_training_restarts_the_job_from_its_checkpoint(
+def test_a_server_deleted_mid_training_restarts_the_job_from_its_checkpoint_under_restart_job(
     operator: OperatorProcess, psjobs: PSJobs, tmp_path: Path
 ) -> None:
+    """runPolicy.recovery RestartJob keeps the whole-job restart (in place: test_recovery.py)."""
     checkpoints = tmp_path / "checkpoints"
     job = yaml.safe_load((ROOT / "examples/digits.yaml").read_text())
     job["spec"]["training"]["checkpoint"] = {"dir": str(checkpoints), "everySteps": 20}
     job["spec"]["training"]["config"] = {"epochs": 60, "minAccuracy": 0.95}
+    job["spec"]["runPolicy"]["recovery"] = "RestartJob"
     psjobs.apply(job)
     eventually(lambda: any(checkpoints.glob("step-*/server-1-of-2.pt")), "a checkpoint", 120)
     psjobs.core.delete_namespaced_pod("digits-server-1", psjobs.namespace)
     psjobs.kubectl_wait("digits", "Succeeded", timeout=300)
     status = psjobs.status("digits")
     assert status["restartCount"] == 1 and status["attempt"] == 1
+    assert status["recoveries"] == 0
+    reasons = [e["reason"] for e in psjobs.events("digits")]
+    assert "Restarting" in reasons and "Recovering" not in reasons
     server_log = psjobs.logs("digits-server-0")
     assert "restored checkpoint step" in server_log, server_log[-2000:]
     worker_log = psjobs.logs("digits-worker-0")
