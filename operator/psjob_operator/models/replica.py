@@ -112,16 +112,17 @@ class ReplicaSpec(ApiModel):
     )
     restart_policy: RestartPolicy = Field(
         RestartPolicy.ON_FAILURE,
-        description="What a failed pod of this role does to the job. OnFailure: restart the "
-        "whole job (up to runPolicy.backoffLimit). Never: fail the job. ExitCode: restart when "
-        "the exit code is in retryableExitCodes, otherwise fail the job.",
+        description="What a failed pod of this role does to the job. OnFailure: retry it (the "
+        "pod is recovered in place or the whole job restarts, by runPolicy.recovery; whole "
+        "restarts up to runPolicy.backoffLimit). Never: fail the job. ExitCode: retry when the "
+        "exit code is in retryableExitCodes, otherwise fail the job.",
     )
     retryable_exit_codes: (
         Annotated[list[Annotated[int, Field(ge=1, le=255)]], Field(max_length=MAX_EXIT_CODES)]
         | None
     ) = Field(
         None,
-        description=f"Exit codes that restart the job under restartPolicy ExitCode. Default: "
+        description=f"Exit codes that are retried under restartPolicy ExitCode. Default: "
         f"{EXIT_RETRYABLE} (the runtime's retryable failure: a peer lost or a timeout) and "
         "128-255 (killed by a signal, e.g. 137 for OOM or SIGKILL, 143 for SIGTERM).",
     )
@@ -148,7 +149,7 @@ class ReplicaSpec(ApiModel):
         return self
 
     def is_retryable(self, exit_code: int) -> bool:
-        """Whether a pod of this role exiting with `exit_code` restarts the job or fails it."""
+        """Whether a pod of this role exiting with `exit_code` is retried or fails the job."""
         if self.restart_policy == RestartPolicy.ON_FAILURE:
             return True
         if self.restart_policy == RestartPolicy.NEVER:

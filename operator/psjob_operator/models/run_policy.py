@@ -88,7 +88,7 @@ class RunPolicy(ApiModel):
         "eviction) while the job goes on without them; they are not recreated. One more "
         "failure restarts or fails the job by restartPolicy. Must be less than "
         "workers.replicas; server failures and, with successPolicy Worker0, a failure of "
-        "worker 0 are never tolerated. Counted per attempt.",
+        "worker 0 are never tolerated. Counted per attempt. Above 0, recovery is RestartJob.",
     )
     recovery: Recovery | None = Field(
         None,
