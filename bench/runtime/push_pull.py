@@ -1,5 +1,8 @@
 """push+pull through a psjob server against raw gloo send/recv of the same bytes, same processes.
 
+(psjob moves its messages over its own TCP connections, not gloo: the raw gloo round trip stays
+the yardstick, the plain way to move these bytes between two processes with torch.)
+
 Each size runs one job of one server and one worker (two processes, this module in both roles).
 The two processes alternate `pairs` times between a block of raw round trips (the worker sends N
 bytes, the server sends N bytes back, plain torch.distributed send/recv) and a block of
@@ -64,18 +67,27 @@ def role_main() -> None:
     """One process of the benchmark job: the server or the worker (from the contract)."""
     from psjob_runtime.contract import Role, read_context
     from psjob_runtime.server import ParameterServer
-    from psjob_runtime.transport import Transport, join_group
+    from psjob_runtime.transport import Listener
     from psjob_runtime.worker import WorkerSession
 
     torch.set_num_threads(1)
     ctx = read_context()
-    numel, rounds, pairs = (int(ctx.training.config[k]) for k in ("numel", "rounds", "pairs"))
-    join_group(ctx)
+    config = ctx.training.config
+    numel, rounds, pairs = (int(config[k]) for k in ("numel", "rounds", "pairs"))
+    dist.init_process_group(
+        backend="gloo",
+        init_method=f"tcp://127.0.0.1:{config['gloo_port']}",
+        rank=0 if ctx.role is Role.SERVER else 1,
+        world_size=2,
+    )
     results = []
     for _ in range(pairs):
         if ctx.role is Role.SERVER:
             _raw_server(numel, rounds)
-            ParameterServer(ctx, Transport(ctx)).run()
+            listener = Listener(ctx)
+            listener.start()
+            ParameterServer(ctx, listener).run()
+            listener.close()
             continue
         raw = _raw_worker(numel, rounds)
         session = WorkerSession(ctx)
@@ -88,12 +100,20 @@ def role_main() -> None:
 
 def measure(quick: bool) -> list[dict[str, Any]]:
     """One record per size: medians of raw and psjob times and of the pairs' ratios."""
+    from psjob_runtime.launch import free_ports
+
     pairs = 3 if quick else 11
     records = []
     for megabytes in SIZES_MB:
         log(f"push_pull: {megabytes} MB, {pairs} pairs")
         numel = int(megabytes * 1e6 / 4)
-        config = {"numel": numel, "rounds": ROUNDS[megabytes], "pairs": pairs}
+        (gloo_port,) = free_ports("127.0.0.1", 1)
+        config = {
+            "numel": numel,
+            "rounds": ROUNDS[megabytes],
+            "pairs": pairs,
+            "gloo_port": gloo_port,
+        }
         training = {"optimizer": {"lr": 1e-9}, "config": config}
         argv = role_argv("push_pull")
         _, measured = run_plans(1, 1, training, {"server": argv, "worker": argv})

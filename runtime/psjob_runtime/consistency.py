@@ -11,6 +11,12 @@ the dense slice: in sync mode they are averaged over the round's workers and app
 - async: a gradient is applied the moment it arrives; the worker gets a snapshot right after.
 - ssp: as async, but a worker that has pushed `staleness` more steps than the slowest active
   worker waits until the slowest catches up. The gate records the largest lead it ever allowed.
+
+Every push names its step. One the gate has applied already (the worker's clock is past it) is
+not applied again: it is a request sent again after a reconnect, or a replacement worker's
+repeat of a step its predecessor pushed to this server but not to all (it resumes at the
+earliest position any server has for it). A server that replaced a lost one starts from its
+checkpoint's counts and adopts the workers' positions as they rejoin (`adopt`).
 """
 
 import threading
@@ -91,8 +97,14 @@ class Gate(ABC):
         """Parameters for a worker that asks without pushing (its first pull)."""
 
     @abstractmethod
-    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
-        """Take `grad` (valid until this returns) and `sparse`; return the parameters to send."""
+    def push(self, worker: int, step: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
+        """Take `grad` (valid until this returns) and `sparse` of the worker's `step`; return
+        the parameters to send. A step already applied is not applied again."""
+
+    @abstractmethod
+    def adopt(self, worker: int, step: int) -> None:
+        """The worker rejoined this server (which replaced a lost one) at `step`: count on
+        from there; what this server lost since its checkpoint is not redone."""
 
     @abstractmethod
     def settle(self, quiet_seconds: float, limit_seconds: float) -> None:
@@ -159,8 +171,12 @@ class SyncGate(Gate):
         # push, which it sends only after this reply has arrived: no snapshot needed.
         return self.params.detach()
 
-    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
+    def push(self, worker: int, step: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         with self.cond:
+            if step < self.round:
+                # Its round closed already (with this push, or before this server adopted a
+                # later step): the parameters cannot change before this worker's next push.
+                return self.params.detach()
             self.pending[worker] = grad
             self.pending_sparse[worker] = sparse
             my_round = self.round
@@ -176,7 +192,7 @@ class SyncGate(Gate):
         workers = sorted(self.pending)
         grads = [self.pending[w] for w in workers]
         for worker in workers:
-            self.clock[worker] += 1
+            self.clock[worker] = self.round + 1
         if len(grads) == 1:
             average = grads[0]  # one worker left: its gradient is the average, skip a copy
         else:
@@ -193,6 +209,17 @@ class SyncGate(Gate):
     def _on_leave(self) -> None:
         if self.pending and len(self.pending) == len(self.active):
             self._close_round()
+
+    def adopt(self, worker: int, step: int) -> None:
+        """A round the workers are past is given up: the pushes waiting for it get the
+        parameters as they are, and push the adopted round's step next."""
+        with self.cond:
+            self.clock[worker] = max(self.clock[worker], step)
+            if step > self.round:
+                self.pending.clear()
+                self.pending_sparse.clear()
+                self.round = self.updates = step
+                self.cond.notify_all()
 
 
 class AsyncGate(Gate):
@@ -214,11 +241,18 @@ class AsyncGate(Gate):
         with self.cond:
             return self._snapshot(worker)
 
-    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
+    def push(self, worker: int, step: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         with self.cond:
-            self.clock[worker] += 1
-            self._apply(grad, [sparse])
+            if step >= self.clock[worker]:
+                self.clock[worker] = step + 1
+                self._apply(grad, [sparse])
             return self._snapshot(worker)
+
+    def adopt(self, worker: int, step: int) -> None:
+        with self.cond:
+            self.clock[worker] = max(self.clock[worker], step)
+            self.updates = max(self.updates, sum(self.clock))
+            self.cond.notify_all()
 
     def _on_leave(self) -> None:
         """Nobody waits for anybody in async; ssp's waiters re-check on the notify."""
@@ -242,9 +276,11 @@ class StaleSynchronousGate(AsyncGate):
     def _lead(self, worker: int) -> int:
         return self.clock[worker] - min(self.clock[w] for w in self.active)
 
-    def push(self, worker: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
+    def push(self, worker: int, step: int, grad: torch.Tensor, sparse: SparseGrads) -> torch.Tensor:
         with self.cond:
-            self.clock[worker] += 1
+            if step < self.clock[worker]:
+                return self._snapshot(worker)
+            self.clock[worker] = step + 1
             self._apply(grad, [sparse])
             self.cond.notify_all()
             self.cond.wait_for(lambda: self._lead(worker) <= self.staleness)

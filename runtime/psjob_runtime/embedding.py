@@ -63,6 +63,8 @@ class TableClient:
     spec: TableSpec | DynamicTableSpec
     traffic: TableTraffic = field(default_factory=TableTraffic)
     touched: list[_Touched] = field(default_factory=list)
+    declaration: list[tuple[torch.Tensor, int, str]] = field(default_factory=list)
+    """The declaration's messages (tensor, tag, what): sent again to a replacement server."""
 
     def _by_server(self, ids: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         """(server, positions in ids) for every server that owns at least one of `ids`."""
@@ -96,7 +98,8 @@ class TableClient:
         ]
 
     def declare(self, init_scale: float) -> None:
-        servers = range(self.session.ctx.num_servers)
+        """Declare the table to every server; the same messages declare it again to a server
+        that replaces a lost one (`declaration`)."""
         scale = torch.tensor([init_scale], dtype=torch.float32)
         payloads = [scale]
         if isinstance(self.spec, DynamicTableSpec):
@@ -113,13 +116,14 @@ class TableClient:
             (self.spec.table, self.spec.dim, 0),
             (nbytes(scale), nbytes(payloads[1]) if len(payloads) > 1 else 0),
         )
+        what = "table declaration"
+        self.declaration = [(header.encode(new_header_buffer()), TAG_HEADER, what)]
+        self.declaration += [(payload, TAG_PAYLOAD, what) for payload in payloads]
         transport = self.session.transport
-        wait_all(
-            transport.send(header.encode(new_header_buffer()), s, TAG_HEADER, "table declaration")
-            for s in servers
-        )
-        for payload in payloads:
-            wait_all(transport.send(payload, s, TAG_PAYLOAD, "table declaration") for s in servers)
+        for message, tag, _ in self.declaration:
+            wait_all(
+                transport.send(message, s, tag, what) for s in range(transport.ctx.num_servers)
+            )
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         if not ids.numel():

@@ -5,11 +5,18 @@
 
 Servers run `python -m psjob_runtime server`, workers run the given command. Output is prefixed
 with the process's name; worker 0's progress line is redrawn in place on a terminal, and the
-job's progress is served by server 0 at the URL printed at start. The first
-process to fail stops all others and its exit code becomes the launcher's (a signal death N
-becomes 128+N, as in a shell); Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop everything.
-On Linux the children are tied to the launcher: if it dies, even by SIGKILL, each one gets
-SIGTERM (servers then write their final checkpoint), so none is left training for nobody.
+job's progress is served by server 0 at the URL printed at start.
+
+A process that is lost (killed by a signal, exit 75 or a server's 143) is started again in place
+under the same rank while the others run on (`--recovery in-place`, the default), as the operator
+recreates one pod; one whose replacement dies again within KEEPS_DYING_SECONDS falls back to a
+restart of the whole job, from the checkpoint, at most `--backoff-limit` times. With
+`--recovery restart-job` every loss restarts the whole job. A permanent failure (an exception in
+user code, a configuration error) stops all others and its exit code becomes the launcher's (a
+signal death N becomes 128+N, as in a shell); Ctrl-C, SIGTERM and SIGHUP (a closed terminal)
+stop everything. On Linux the children are tied to the launcher: if it dies, even by SIGKILL,
+each one gets SIGTERM (servers then write their final checkpoint), so none is left training for
+nobody.
 """
 
 import argparse
@@ -27,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import IO, NoReturn
 
 from pydantic import ValidationError
@@ -41,6 +49,8 @@ STOP_GRACE_SECONDS = 30.0
 (server.SETTLE_LIMIT_SECONDS, 10 s) for the round in progress and then writes its final
 checkpoint, so give it what Kubernetes gives a pod by default. (Not derived from that constant:
 server.py imports torch, which the launcher never loads; a test keeps the two in order.)"""
+KEEPS_DYING_SECONDS = 30.0
+"""A process started again in place that is lost again this soon falls back to a whole restart."""
 CAUSE_GRACE_SECONDS = 2.0
 """How long a lost-peer exit waits for the peer's own exit, which names the real cause."""
 _EXIT_MEANINGS = {
@@ -76,11 +86,6 @@ def free_ports(host: str, count: int) -> list[int]:
             sock.close()
 
 
-def _loopback_interface() -> str | None:
-    names = {name for _, name in socket.if_nameindex()}
-    return next((name for name in ("lo", "lo0") if name in names), None)
-
-
 def plan_job(
     servers: int,
     workers: int,
@@ -112,10 +117,6 @@ def plan_job(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    loopback = _loopback_interface()
-    if loopback is not None and host.startswith("127."):
-        # Keep gloo on loopback even where the hostname resolves to a LAN address.
-        shared.setdefault("GLOO_SOCKET_IFNAME", loopback)
     plans = []
     server_argv = [sys.executable, "-m", "psjob_runtime", "server"]
     for role, count, argv in (("server", servers, server_argv), ("worker", workers, worker_argv)):
@@ -184,41 +185,72 @@ class Console:
         self.line("launch", text)
 
 
+class Recovery(StrEnum):
+    IN_PLACE = "in-place"
+    RESTART_JOB = "restart-job"
+
+
+def is_lost(code: int) -> bool:
+    """A process gone for a reason a restart can fix: a signal, a lost peer, a server's SIGTERM."""
+    return code < 0 or code in (ExitCode.RETRYABLE, ExitCode.TERMINATED)
+
+
 class Job:
-    def __init__(self, plans: list[ProcessPlan], console: Console):
-        self.plans = plans
+    def __init__(
+        self,
+        plans: list[ProcessPlan],
+        console: Console,
+        recovery: Recovery = Recovery.IN_PLACE,
+        backoff_limit: int = 0,
+    ):
+        self.plans = {plan.name: plan for plan in plans}
         self.console = console
+        self.recovery = recovery
+        self.backoff_limit = backoff_limit
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pumps: list[threading.Thread] = []
+        self.restarts = 0
+        """Whole-job restarts so far (PSJOB_RESTART_COUNT of the processes)."""
+        self.recoveries: dict[str, int] = {}
+        """In-place restarts so far, by process."""
+        self.recovered_at: dict[str, float] = {}
 
     def _pump(self, name: str, stream: IO[bytes]) -> None:
         for raw in stream:
             self.lines.put((name, raw.decode(errors="replace").rstrip("\r\n")))
 
+    def _spawn(self, plan: ProcessPlan) -> subprocess.Popen[bytes]:
+        env = dict(plan.env, **{c.ENV_RESTART_COUNT: str(self.restarts)})
+        proc = subprocess.Popen(
+            plan.argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops everyone.
+            preexec_fn=_tied_to(os.getpid()),
+        )
+        self.procs[plan.name] = proc
+        return proc
+
+    def _read(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        pump = threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True)
+        pump.start()
+        self.pumps.append(pump)
+
     def start(self) -> None:
         """Start every process, then the threads that read their output.
 
         In that order because the tie to the launcher runs between fork and exec, which is safe
-        only while no other thread can hold a lock the child would need.
+        only while no other thread can hold a lock the child would need (the tie itself takes
+        none, which is what makes starting one process again beside the pumps safe).
         """
-        tie = _tied_to(os.getpid())
-        for plan in self.plans:
-            proc = subprocess.Popen(
-                plan.argv,
-                env=plan.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the launcher, which stops everyone.
-                preexec_fn=tie,
-            )
-            self.procs[plan.name] = proc
+        for plan in self.plans.values():
+            proc = self._spawn(plan)
             self.console.note(f"started {plan.name} (rank {plan.rank}) pid {proc.pid}")
         for name, proc in self.procs.items():
-            assert proc.stdout is not None
-            pump = threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True)
-            pump.start()
-            self.pumps.append(pump)
+            self._read(name, proc)
 
     def drain(self) -> None:
         while True:
@@ -254,7 +286,7 @@ class Job:
                 break
             time.sleep(0.05)
             failures = self.failures()
-        permanent = {n: c for n, c in failures.items() if c != ExitCode.RETRYABLE}
+        permanent = {n: c for n, c in failures.items() if not is_lost(c)}
         return next(iter((permanent or failures).items()))
 
     def all_succeeded(self) -> bool:
@@ -277,6 +309,41 @@ class Job:
             pump.join(timeout=2.0)
         self.drain()
 
+    def _recover_in_place(self, name: str, code: int) -> bool:
+        """Start `name` again under its rank; False where that is not the way (see the
+        module's docstring), and the whole job restarts instead."""
+        if self.recovery is not Recovery.IN_PLACE:
+            return False
+        since = time.monotonic() - self.recovered_at.get(name, -KEEPS_DYING_SECONDS)
+        if since < KEEPS_DYING_SECONDS:
+            self.console.note(
+                f"{name} {describe_exit(code)} {since:.0f} s after it was started again in "
+                "place: falling back to restarting the whole job"
+            )
+            return False
+        count = self.recoveries[name] = self.recoveries.get(name, 0) + 1
+        proc = self._spawn(self.plans[name])
+        self.recovered_at[name] = time.monotonic()
+        self._read(name, proc)
+        self.console.note(
+            f"{name} {describe_exit(code)}; started it again in place as pid {proc.pid} "
+            f"(recovery {count}); the others run on"
+        )
+        return True
+
+    def _restart_all(self, name: str, code: int) -> bool:
+        if self.restarts >= self.backoff_limit:
+            return False
+        self.restarts += 1
+        self.console.note(
+            f"{name} {describe_exit(code)}; restarting the whole job (restart {self.restarts} "
+            f"of at most {self.backoff_limit})"
+        )
+        self.stop()
+        self.recovered_at.clear()
+        self.start()
+        return True
+
     def run(self) -> int:
         started = time.monotonic()
         self.start()
@@ -285,6 +352,10 @@ class Job:
             failure = self.telling_failure()
             if failure is not None:
                 name, code = failure
+                if is_lost(code) and (
+                    self._recover_in_place(name, code) or self._restart_all(name, code)
+                ):
+                    continue
                 proc = self.procs[name]
                 self.console.note(
                     f"{name} (pid {proc.pid}) {describe_exit(code)}; stopping the others"
@@ -295,7 +366,12 @@ class Job:
             if self.all_succeeded():
                 self.finish_output()
                 elapsed = time.monotonic() - started
-                self.console.note(f"all {len(self.procs)} processes succeeded in {elapsed:.1f} s")
+                recovered = sum(self.recoveries.values())
+                self.console.note(
+                    f"all {len(self.procs)} processes succeeded in {elapsed:.1f} s"
+                    + (f" (recovered in place: {recovered})" if recovered else "")
+                    + (f" (whole-job restarts: {self.restarts})" if self.restarts else "")
+                )
                 return 0
             time.sleep(0.05)
 
@@ -347,6 +423,18 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between them")
     parser.add_argument("--config", default="{}", help="JSON object for the user's code")
     parser.add_argument("--name", default="local", help="job name (PSJOB_NAME)")
+    parser.add_argument(
+        "--recovery",
+        choices=[r.value for r in Recovery],
+        default=Recovery.IN_PLACE.value,
+        help="a lost process: start it again in place (default) or restart the whole job",
+    )
+    parser.add_argument(
+        "--backoff-limit",
+        type=int,
+        default=3,
+        help="whole-job restarts before the launcher gives up (default 3)",
+    )
     if "--" not in argv:
         parser.error("give the worker command after --, e.g. -- python train.py")
     split = argv.index("--")
@@ -404,7 +492,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     console = Console(sys.stdout)
     plans = plan_job(args.servers, args.workers, training, command, args.name)
     console.note(f"progress: {progress_url(plans)} (and /metrics on every server)")
-    job = Job(plans, console)
+    job = Job(plans, console, Recovery(args.recovery), args.backoff_limit)
 
     def interrupted(signum: int, _frame: object) -> None:
         console.note(f"{signal.Signals(signum).name}: stopping every process")

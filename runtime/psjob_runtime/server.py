@@ -39,7 +39,6 @@ from typing import Any
 import torch
 
 from psjob_runtime import capacity, checkpoint, progress_block, server_endpoints
-from psjob_runtime.auth import join_job
 from psjob_runtime.consistency import Gate, SparseGrads, make_gate
 from psjob_runtime.contract import JobContext
 from psjob_runtime.dynamic_shard import DynamicShard
@@ -55,7 +54,7 @@ from psjob_runtime.shards import Shard
 from psjob_runtime.sparse_optimizer import build_sparse_optimizer
 from psjob_runtime.table_shard import TableMismatchError, TableShard, TableSpec, shard_rows
 from psjob_runtime.training import Mode
-from psjob_runtime.transport import Transport
+from psjob_runtime.transport import MAX_CHUNK_BYTES, Connection, ConnectionLostError, Listener
 from psjob_runtime.wire import (
     DYNAMIC_OPTIONS,
     HEADER_LEN,
@@ -87,6 +86,8 @@ MAX_DYNAMIC_DIM = 1 << 16
 """Widest row of a dynamic table: bounds the declaration before any memory is allocated."""
 MAX_TABLES = 4096
 """Embedding tables one job may declare: bounds what declarations alone can make a server hold."""
+MAX_STEP = 1 << 40
+"""The largest step a worker may rejoin at: far beyond any job, far below overflow."""
 LOGGED_REFUSALS = 10
 """Refused non-finite pushes logged one by one; after these, every hundredth."""
 
@@ -120,6 +121,8 @@ class _Link:
     rank: int
     peer: str
     """How logs name it, e.g. `worker 1 (rank 3)`."""
+    conn: Connection
+    """This worker's connection; a replacement process gets a new link on its own."""
     inbox: torch.Tensor = field(default_factory=lambda: new_request_buffer(0))
     """Every request lands here: header room only until the slice exists, then room for the
     largest request (a PUSH_PULL with the slice's gradient inline); shorter ones fit too."""
@@ -147,9 +150,10 @@ def _is_finite(values: torch.Tensor) -> bool:
 class ParameterServer:
     """One server's state and threads; `run()` returns the gate once every worker said DONE."""
 
-    def __init__(self, ctx: JobContext, transport: Transport):
+    def __init__(self, ctx: JobContext, listener: Listener, chunk_bytes: int = MAX_CHUNK_BYTES):
         self.ctx = ctx
-        self.transport = transport
+        self.listener = listener
+        self.chunk_bytes = chunk_bytes
         self.gate: Gate | None = None
         self.ready = threading.Event()
         self.failure: BaseException | None = None
@@ -191,6 +195,7 @@ class ParameterServer:
             Op.PUSH_PART: self._on_push_part,
             Op.PULL_AFTER_PARTS: self._on_pull_after_parts,
             Op.DONE: self._on_done,
+            Op.REJOIN: self._on_rejoin,
         }
         """What each op a worker sends makes this server do, in its worker's thread."""
 
@@ -529,7 +534,7 @@ class ParameterServer:
         ends = self._chunk_ends(tensor.numel(), tensor.element_size())
         marker = _SHORT[tensor.dtype]
         bits[ends] = marker
-        self.transport.recv(tensor, link.rank, TAG_PAYLOAD, what).wait()
+        link.conn.recv(tensor, TAG_PAYLOAD, what, self.chunk_bytes)
         if ends and bool((bits[ends] == marker).any()):
             reserved = (
                 f" (or hold the reserved id {RESERVED_ID})" if tensor.dtype == torch.int64 else ""
@@ -540,7 +545,7 @@ class ParameterServer:
         return tensor
 
     def _per_chunk(self, element_size: int) -> int:
-        return max(1, self.transport.chunk_bytes // element_size)
+        return max(1, self.chunk_bytes // element_size)
 
     def _chunk_ends(self, numel: int, element_size: int) -> list[int]:
         """The last element of every chunk the transport cuts `numel` elements into."""
@@ -564,7 +569,7 @@ class ParameterServer:
         for size in self._request_sizes(link):
             _bits(inbox)[self._chunk_ends(size, 4)] = _SHORT[torch.float32]
         first = inbox[: self._per_chunk(4)]
-        self.transport.recv(first, link.rank, TAG_HEADER, "waiting for its next request").wait()
+        link.conn.recv(first, TAG_HEADER, "waiting for its next request", self.chunk_bytes)
         where = f"server {self.ctx.replica_index}: {link.peer}"
         if int(raw[0]) == PROTOCOL_VERSION and int(raw[HEADER_LEN - 1]) == _SHORT[torch.int64]:
             raise ProtocolError(f"{where} sent a header shorter than {HEADER_LEN} int64 values")
@@ -617,7 +622,7 @@ class ParameterServer:
         that it filled every chunk."""
         inbox, per_chunk = link.inbox, self._per_chunk(4)
         if size > per_chunk:
-            self.transport.recv(inbox[per_chunk:size], link.rank, TAG_HEADER, what).wait()
+            link.conn.recv(inbox[per_chunk:size], TAG_HEADER, what, self.chunk_bytes)
         ends = self._chunk_ends(size, 4)
         if bool((_bits(inbox)[ends] == _SHORT[torch.float32]).any()):
             raise self._bad(link, header, f"its {what} was shorter than the header announced")
@@ -645,10 +650,10 @@ class ParameterServer:
             raise self._bad(link, header, str(error)) from None
         self.board.record(link.worker, report)
 
-    def _serve_worker(self, worker: int) -> None:
-        """Answer one worker's requests until it says DONE."""
+    def _serve_worker(self, worker: int, conn: Connection) -> None:
+        """Answer one worker's requests on `conn` until it says DONE."""
         rank = self.ctx.worker_rank(worker)
-        link = _Link(worker, rank, self.ctx.describe_rank(rank))
+        link = _Link(worker, rank, self.ctx.describe_rank(rank), conn)
         link.inbox = new_request_buffer(self.block_floats)
         finished = False
         while not finished:
@@ -661,7 +666,7 @@ class ParameterServer:
 
     def _reply(self, link: _Link, header: Header, reply: torch.Tensor) -> None:
         what = f"parameters after step {header.step}"
-        self.transport.send(reply, link.rank, TAG_REPLY, what).wait()
+        link.conn.send(reply, TAG_REPLY, what, self.chunk_bytes)
 
     # Each op's handler returns True once the worker has finished.
 
@@ -681,7 +686,10 @@ class ParameterServer:
             )
         with self.init_lock:
             if self.ready.is_set():
-                raise self._bad(link, header, "worker 0 sends its initial parameters only once")
+                # Worker 0 again: a replacement process, or a rejoin after this server was
+                # replaced. The slice is here already (restored or adopted): its values go.
+                self._recv_exact(link, header, torch.empty(part.numel), "initial parameters")
+                return False
             copies = capacity.dense_copies(self.ctx.training.optimizer)
             capacity.check_fits(
                 f"worker 0's model of {total} elements (server {index}'s slice of {part.numel})",
@@ -766,7 +774,7 @@ class ParameterServer:
         ids = self._recv_ids(link, header, shard)
         rows = shard.gather(ids, torch.empty(header.numel, shard.spec.dim))
         what = f"rows of table {shard.spec.table}"
-        self.transport.send(rows, link.rank, TAG_REPLY, what).wait()
+        link.conn.send(rows, TAG_REPLY, what, self.chunk_bytes)
         return False
 
     def _on_sparse_push(self, link: _Link, header: Header) -> bool:
@@ -798,6 +806,24 @@ class ParameterServer:
             saved = self.restored.step if self.restored else -1
             point = ResumePoint(step=gate.clock[link.worker], checkpoint_step=saved)
         self._reply(link, header, point.encode(link.reply_buf))
+        return False
+
+    def _on_rejoin(self, link: _Link, header: Header) -> bool:
+        if header.numel != 0 or header.step > MAX_STEP:
+            raise self._bad(
+                link,
+                header,
+                f"numel {header.numel} and step {header.step}: expected 0 and a "
+                f"step up to {MAX_STEP}",
+            )
+        gate = self._wait_ready(link)
+        before = gate.step
+        gate.adopt(link.worker, header.step)
+        if gate.step != before:
+            log(
+                f"server {self.ctx.replica_index}: {link.peer} rejoined at step {header.step}; "
+                f"this server continues from step {gate.step} (it restored step {before})"
+            )
         return False
 
     def _refuse_push(self, link: _Link, header: Header, grad: torch.Tensor) -> None:
@@ -862,7 +888,7 @@ class ParameterServer:
             self._refuse_push(link, header, grad)
             sparse = []
         link.sparse, link.non_finite = {}, False
-        reply = gate.push(link.worker, grad, sparse)
+        reply = gate.push(link.worker, header.step, grad, sparse)
         self._reply(link, header, reply)
 
     def _on_done(self, link: _Link, header: Header) -> bool:
@@ -870,38 +896,78 @@ class ParameterServer:
         with self.changed:
             stats = replace(stats, refused_non_finite=self.refused)
         what = "final statistics"
-        self.transport.send(stats.encode(link.reply_buf), link.rank, TAG_REPLY, what).wait()
+        link.conn.send(stats.encode(link.reply_buf), TAG_REPLY, what, self.chunk_bytes)
         return True
 
     def _drop(self, worker: int, error: PeerLostError) -> None:
-        """async: a lost worker leaves; the others finish without it."""
+        """async: a worker gone for good leaves; the others finish without it."""
         log(
             f"server {self.ctx.replica_index}: dropped worker {worker} ({error}); "
             "async mode: the other workers go on"
         )
         if self.gate is not None:
             self.gate.leave(worker)
+        with self.changed:
+            self.dropped.append(worker)
+            if len(self.dropped) == self.ctx.num_workers:
+                self.failure = error  # nobody left who could finish the job
+            self.changed.notify_all()
 
     def _guarded(self, worker: int) -> None:
-        try:
-            self._serve_worker(worker)
-        except PeerLostError as error:
-            if self.ctx.training.mode is Mode.ASYNC:
-                self._drop(worker, error)
-                with self.changed:
-                    self.dropped.append(worker)
-                    if len(self.dropped) == self.ctx.num_workers:
-                        self.failure = error  # nobody left who could finish the job
-                    self.changed.notify_all()
+        """Serve one worker, and each process that takes its place, until it says DONE.
+
+        A lost connection ends that connection only: the worker's replacement (or the same
+        process, reconnecting) is served from where the gate has it. A worker not back within
+        the timeout, silent on its connection or sending a request no worker of ours sends is
+        dropped in async mode and fails the server otherwise (exit 75: the job restarts whole)."""
+        timeout = self.ctx.training.timeout_seconds
+        conn: Connection | None = None
+        lost: PeerLostError | None = None
+        while True:
+            conn = self.listener.next_connection(worker, conn, timeout)
+            if conn is None:
+                peer = self.ctx.describe_rank(self.ctx.worker_rank(worker))
+                error = PeerLostError(
+                    f"server {self.ctx.replica_index}: {peer} did not "
+                    + (
+                        f"come back within {timeout} s after: {lost}"
+                        if lost
+                        else f"connect within {timeout} s (is it running?)"
+                    )
+                )
+                if self.ctx.training.mode is Mode.ASYNC:
+                    self._drop(worker, error)
+                else:
+                    self._fail(error)
                 return
-            self._fail(error)
+            if lost is not None:
+                log(f"server {self.ctx.replica_index}: {conn.peer_name} is back")
+            try:
+                self._serve_worker(worker, conn)
+            except ConnectionLostError as error:
+                lost = error
+                log(
+                    f"server {self.ctx.replica_index}: {error}; waiting up to {timeout} s for "
+                    "the worker to come back"
+                )
+                continue
+            except PeerLostError as error:  # silent, or a request no worker of ours sends
+                conn.close()
+                where = f"server {self.ctx.replica_index}: "
+                if not str(error).startswith(where):
+                    error = type(error)(where + str(error))
+                if self.ctx.training.mode is Mode.ASYNC:
+                    self._drop(worker, error)
+                else:
+                    self._fail(error)
+                return
+            except BaseException as error:  # handed to the main thread, which ends the process
+                self._fail(error)
+                return
+            with self.changed:
+                self.finished += 1
+                self.changed.notify_all()
             return
-        except BaseException as error:  # handed to the main thread, which ends the process
-            self._fail(error)
-            return
-        with self.changed:
-            self.finished += 1
-            self.changed.notify_all()
 
     def _fail(self, error: BaseException) -> None:
         with self.changed:
@@ -950,7 +1016,9 @@ def serve(ctx: JobContext) -> None:
     # interval would add that much latency whenever two of them want it at once.
     sys.setswitchinterval(0.0005)
     started = time.monotonic()
-    server = ParameterServer(ctx, Transport(ctx))
+    listener = Listener(ctx)
+    listener.start()
+    server = ParameterServer(ctx, listener)
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
         server.terminate.set()
@@ -959,8 +1027,8 @@ def serve(ctx: JobContext) -> None:
     server_endpoints.start(server)
     warm_up(ctx.training.optimizer)  # while the workers start and join
     server.restore()
-    join_job(ctx)
     gate = server.run()
+    listener.close()
     elapsed = time.monotonic() - started
     bound = f" (bound {ctx.training.staleness})" if ctx.training.staleness is not None else ""
     dropped = f"; dropped workers {server.dropped}" if server.dropped else ""

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def reading(server: "ParameterServer") -> metrics.ServerReading:
-    gate, counts, mode = server.gate, server.transport.counts, server.ctx.training.mode
+    gate, counts, mode = server.gate, server.listener.counts, server.ctx.training.mode
     tables = list(server.tables.values())
     staleness = max_staleness = None
     if gate is not None and mode is not Mode.SYNC:

@@ -2,8 +2,9 @@
 
 A request is one message (tag 1) that starts with a header of HEADER_ROOM int64 slots, the
 first eleven of them used. A dense gradient travels in that same message, right behind the header
-(`PUSH_PULL`): the server posts one receive sized for its slice's largest request, gloo accepts
-a shorter message into it, so a header-only request and a whole push each wake the server once.
+(`PUSH_PULL`): the server posts one receive sized for its slice's largest request, the transport
+accepts a shorter message into it, so a header-only request and a whole push each wake the server
+once.
 Payloads whose size the server cannot know before the header (INIT before the slice exists, ids
 and rows of the embedding tables, the parts of a gradient pushed during backward) follow their
 header as separate messages (tag 2) whose byte counts the header announces. Replies (tag 3) carry
@@ -12,8 +13,8 @@ no header: the worker knows what it asked for and so what size comes back.
 The server trusts nothing in a header: it checks every field against what the op must carry for
 its slice and its tables before it allocates or receives anything (server.py), so a peer that
 sends other types or sizes than its header says is refused with a message instead of being read
-as something else. What no check can prevent: a message longer than the receive the server posted
-for it aborts the process inside gloo (docs/security.md).
+as something else; a message longer than the receive the server posted for it is refused by the
+transport before a byte of it is read (transport.py).
 
 Version 2 added the sparse-table ops, RESUME and the three `extra` header fields; version 3 the
 two payload byte counts; version 4 the gradient inside the PUSH_PULL request and the gradient
@@ -21,7 +22,8 @@ parts pushed during backward (PUSH_PART, PULL_AFTER_PARTS); version 5 the progre
 request to server 0 may carry the worker's latest report (progress_block) behind its inline
 part, and the field says so (0 or progress_block.BYTES); version 6 DECLARE_DYNAMIC, the
 declaration of a dynamic table, whose SPARSE_PULL and SPARSE_PUSH requests carry any int64 id
-but dynamic_table.RESERVED_ID (the marker of a short message) to the server it routes to.
+but dynamic_table.RESERVED_ID (the marker of a short message) to the server it routes to;
+version 7 REJOIN, and TCP connections per worker and server instead of one gloo world.
 Headers are received into at least HEADER_ROOM slots so that a peer of a later version with a
 longer header is told about the version mismatch instead of aborting the server.
 """
@@ -33,7 +35,7 @@ import torch
 
 from psjob_runtime.errors import ExitCode, PeerLostError, PsjobError
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 HEADER_LEN = 11
 HEADER_ROOM = 16
 """Slots of a server's header receive buffer: room for a longer header of a later version; a
@@ -81,6 +83,10 @@ class Op(IntEnum):
     ttl_steps, max_rows_per_server] (0: unset). Declares a dynamic table (dynamic_table.py) as
     DECLARE_TABLE declares a fixed one; its sparse requests are those of a fixed table, with
     numel at most dynamic_shard.MAX_REQUEST_IDS."""
+    REJOIN = 12
+    """numel 0, step: the step of this worker's next push. Sent to a server that replaced a
+    lost one, after worker 0's INIT and the table declarations: the server continues counting
+    from the workers' positions (see consistency.Gate.adopt); no reply."""
 
 
 class ProtocolError(PeerLostError):

@@ -34,7 +34,6 @@ from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
 from psjob_runtime import progress_block
-from psjob_runtime.auth import join_job
 from psjob_runtime.backward_push import BUCKET_BYTES, BackwardPush
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
 from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec
@@ -170,6 +169,8 @@ class ParameterServerOptimizer:
         self._bare_to_server0 = new_request_buffer(room)
         """A bare request to server 0 that carries a progress block."""
         self._in_flight: list[Transfer] = []
+        self._pushing: int | None = None
+        """The step of the push in flight (until its reply), for REJOIN."""
         self._backward: BackwardPush | None = None
         self.steps = 0
         if session.ctx.replica_index == 0:
@@ -222,6 +223,7 @@ class ParameterServerOptimizer:
         confirmed = backward is not None and backward.active and backward.confirm()
         for table in self.session.tables:
             table.push()
+        self._pushing = self.steps
         if confirmed:
             self._start(Op.PULL_AFTER_PARTS)
         else:
@@ -243,8 +245,28 @@ class ParameterServerOptimizer:
             return
         pending, self._in_flight = self._in_flight, []
         wait_all(pending)
+        self._pushing = None
         if self._inbox is not self.flat.values:
             self.flat.values.copy_(self._inbox)
+
+    def initial_values(self, server: int) -> list[tuple[torch.Tensor, int, str]]:
+        """Worker 0's INIT to a server that replaced a lost one, with the values it has now:
+        a replacement without a checkpoint adopts them, one with a checkpoint checks sizes."""
+        part = self.slices[server]
+        header = Header(
+            Op.INIT, 0, self.steps, part.numel, (self.flat.numel, 0, 0), (4 * part.numel, 0)
+        )
+        values = self.flat.values[part.start : part.stop].detach().to("cpu", copy=True)
+        return [
+            (header.encode(new_header_buffer()), TAG_HEADER, "init"),
+            (values, TAG_PAYLOAD, "init"),
+        ]
+
+    def position(self, server: int) -> tuple[torch.Tensor, int, str]:
+        """REJOIN: the step of this worker's next push (the one in flight, if any)."""
+        step = self.steps if self._pushing is None else self._pushing
+        header = Header(Op.REJOIN, self.session.ctx.replica_index, step, 0)
+        return header.encode(new_header_buffer()), TAG_HEADER, f"rejoin at step {step}"
 
     def _header(self, op: Op, part: Slice, progress: int = 0) -> Header:
         carried = 4 * part.numel if op in (Op.PUSH_PULL, Op.INIT) else 0
@@ -336,7 +358,8 @@ class WorkerSession:
 
     def __init__(self, ctx: JobContext, report_interval: float = 1.0):
         self.ctx = ctx
-        self.transport = Transport(ctx)
+        self.transport = Transport(ctx, rejoin=self._rejoin)
+        self.transport.connect()
         self.reporter = ProgressReporter(ctx.replica_index, report_interval)
         self.outbox = ProgressOutbox(ctx.replica_index)
         """The latest report, until a request to server 0 carries it."""
@@ -444,6 +467,20 @@ class WorkerSession:
         self.tables.append(client)
         return ShardedEmbedding(client)
 
+    def _rejoin(self, server: int) -> list[tuple[torch.Tensor, int, str]]:
+        """What a server that replaced a lost one learns first from this worker: worker 0's
+        values, every table's declaration, this worker's position; then the transport sends
+        again what the lost server had not answered."""
+        optimizer = self._optimizer
+        frames = []
+        if optimizer is not None and self.ctx.replica_index == 0:
+            frames += optimizer.initial_values(server)
+        for table in self.tables:
+            frames += table.declaration
+        if optimizer is not None:
+            frames.append(optimizer.position(server))
+        return frames
+
     def quiesce(self) -> None:
         """Complete any exchange in flight (async overlap) before another message goes out."""
         if self._optimizer is not None:
@@ -491,5 +528,4 @@ def init(env: dict[str, str] | None = None) -> WorkerSession:
             "PSJOB_ROLE=server but psjob_runtime.init() is the worker API: servers run "
             "`python -m psjob_runtime server`"
         )
-    join_job(ctx)
     return WorkerSession(ctx)

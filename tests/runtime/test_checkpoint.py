@@ -94,6 +94,7 @@ def test_a_killed_job_resumes_on_three_servers_and_ends_where_an_uninterrupted_r
             [
                 *(sys.executable, "-m", "psjob_runtime.launch", "--servers", "2"),
                 *("--timeout", "60", *checkpointing, "--config", json.dumps(slow)),
+                *("--recovery", "restart-job", "--backoff-limit", "0"),
                 *("--", sys.executable, str(RECORDER)),
             ],
             stdout=out,

@@ -1,6 +1,6 @@
 """A job member that sends whatever requests its script says: the tests' misbehaving worker.
 
-It joins and authenticates like a real worker (it holds the job's secret), then sends the requests
+It connects and proves itself like a real worker (it holds the job's secret), then sends requests
 listed in spec.training.config["script"] to server 0 exactly as written, whatever the protocol
 says, and lingers `linger` seconds before leaving so the server has time to act on the last one.
 Each request is a dict: op (name), worker, step, numel, extra, payload (announced bytes; default:
@@ -12,17 +12,17 @@ An op whose payload travels inline (PUSH_PULL) sends its first message right beh
 slots, in one message, as a real worker does; a progress block follows, in the same message.
 """
 
-import datetime
 import os
 import time
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from psjob_runtime import progress_block
-from psjob_runtime.auth import join_job
+from psjob_runtime.auth import prove_to_server
 from psjob_runtime.contract import read_context
+from psjob_runtime.errors import PeerLostError
+from psjob_runtime.transport import Connection, dial
 from psjob_runtime.wire import (
     HEADER_LEN,
     HEADER_ROOM,
@@ -35,7 +35,7 @@ from psjob_runtime.wire import (
     nbytes,
 )
 
-WAIT = datetime.timedelta(seconds=30)
+WAIT = 30.0
 """How long a send or receive may wait for the server: long enough for a server that is still
 starting on a loaded machine (5 s failed 2 runs in 9 at load 5-8); a server that refused and
 left ends the wait at once, since its connection closes."""
@@ -64,7 +64,7 @@ def _raw_block(spec: dict[str, Any]) -> torch.Tensor:
     return torch.from_numpy(slots)
 
 
-def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
+def send_request(conn: Connection, request: dict[str, Any]) -> None:
     messages = [_tensor(spec) for spec in request.get("messages", [])]
     block = _raw_block(request["progress"]) if "progress" in request else None
     progress = request.get("progress_field", 0 if block is None else progress_block.BYTES)
@@ -84,31 +84,31 @@ def send_request(group: dist.ProcessGroup, request: dict[str, Any]) -> None:
     if Op[request["op"]] in INLINE_OPS and messages:
         inline = messages.pop(0)
         request_bytes = [header.view(torch.uint8), inline.view(-1).view(torch.uint8), *behind]
-        group.send([torch.cat(request_bytes)], 0, TAG_HEADER).wait(WAIT)
+        conn.send_frame(torch.cat(request_bytes), TAG_HEADER, "request")
     elif behind:
-        group.send([torch.cat([header.view(torch.uint8), *behind])], 0, TAG_HEADER).wait(WAIT)
+        conn.send_frame(torch.cat([header.view(torch.uint8), *behind]), TAG_HEADER, "request")
     else:
-        group.send([header[: request.get("header_len", HEADER_LEN)]], 0, TAG_HEADER).wait(WAIT)
+        conn.send_frame(header[: request.get("header_len", HEADER_LEN)], TAG_HEADER, "request")
     for message in messages:
-        group.send([message], 0, TAG_PAYLOAD).wait(WAIT)
+        conn.send_frame(message, TAG_PAYLOAD, "payload")
     if "reply" in request:
-        group.recv([_tensor({**request["reply"], "fill": 0})], 0, TAG_REPLY).wait(WAIT)
+        conn.recv_frame(_tensor({**request["reply"], "fill": 0}), TAG_REPLY, "reply")
 
 
 def main() -> None:
     ctx = read_context()
-    join_job(ctx)
-    group = dist.group.WORLD
-    assert group is not None
+    sock = dial(ctx.server_addrs[0], time.monotonic() + WAIT, "server 0's")
+    conn = Connection(sock, "server 0", WAIT)
+    prove_to_server(ctx, conn, 0)
     for index, request in enumerate(ctx.training.config["script"]):
         try:
-            send_request(group, request)
-        except RuntimeError as error:  # the server refused and left: nothing more to send
+            send_request(conn, request)
+        except PeerLostError as error:  # the server refused and left: nothing more to send
             print(f"rogue: request {index} ({request['op']}) not completed: {error}", flush=True)
             break
         print(f"rogue: sent request {index} ({request['op']})", flush=True)
     time.sleep(float(ctx.training.config.get("linger", 3)))
-    os._exit(0)  # without gloo's shutdown, which would wait on a server that may be gone
+    os._exit(0)
 
 
 if __name__ == "__main__":
