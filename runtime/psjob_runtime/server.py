@@ -226,6 +226,12 @@ class ParameterServer:
                 self.held_bytes += shard.held_bytes
         self.restored = found
         self.last_checkpoint = found.step
+        # The slice is known from the checkpoint: serve at once, without waiting for worker 0
+        # (a server replaced while worker 0 has finished would otherwise never get its INIT).
+        total = int(found.files[0]["dense"]["total"])
+        part = balanced_slices(total, servers)[index]
+        self._check_fits(total, part.numel)
+        self._adopt_initial(torch.empty(0), total)
         if self.board is not None:
             written = found.folder / checkpoint.file_name(0, found.num_servers)
             when = datetime.datetime.fromtimestamp(written.stat().st_mtime, datetime.UTC)
@@ -346,16 +352,10 @@ class ParameterServer:
     # --- dense state -------------------------------------------------------------------------
 
     def _adopt_initial(self, initial: torch.Tensor, total: int) -> None:
+        """Build the gate: from worker 0's values, or (restored) from the checkpoint's."""
         self.total = total
         optimizer_state: dict[str, Any] | None = None
         if self.restored is not None:
-            saved_total = int(self.restored.files[0]["dense"]["total"])
-            if saved_total != total:
-                raise checkpoint.CheckpointMismatchError(
-                    f"the checkpoint in {self.restored.folder} holds a model of {saved_total} "
-                    f"parameter elements, the workers build {total}: point "
-                    "spec.training.checkpoint.dir at a fresh directory or restore the model"
-                )
             part = balanced_slices(total, self.ctx.num_servers)[self.ctx.replica_index]
             initial, optimizer_state = dense_share(self.restored.files, part)
         param = torch.nn.Parameter(initial, requires_grad=False)
@@ -686,18 +686,13 @@ class ParameterServer:
             )
         with self.init_lock:
             if self.ready.is_set():
-                # Worker 0 again: a replacement process, or a rejoin after this server was
-                # replaced. The slice is here already (restored or adopted): its values go.
+                # The slice is here already, restored from a checkpoint or adopted from worker
+                # 0 (whose replacement, or whose rejoin after this server was replaced, sends
+                # INIT again): the sizes must agree, the values go.
+                self._check_total(total)
                 self._recv_exact(link, header, torch.empty(part.numel), "initial parameters")
                 return False
-            copies = capacity.dense_copies(self.ctx.training.optimizer)
-            capacity.check_fits(
-                f"worker 0's model of {total} elements (server {index}'s slice of {part.numel})",
-                part.numel,
-                copies,
-                self.held_bytes,
-                self.memory_limit,
-            )
+            self._check_fits(total, part.numel)
             initial = self._recv_exact(link, header, torch.empty(part.numel), "initial parameters")
             if self.refuse_non_finite and not _is_finite(initial):
                 raise NonFiniteError(
@@ -705,9 +700,35 @@ class ParameterServer:
                     f"{index}'s slice of {part.numel} elements): initialise the model with finite "
                     "values (spec.training.refuseNonFinite refuses them)"
                 )
-            self.held_bytes += 4 * part.numel * copies
             self._adopt_initial(initial, total)
         return False
+
+    def _check_fits(self, total: int, numel: int) -> None:
+        """Refuse a slice (values and optimizer state) beyond the memory this server may use."""
+        copies = capacity.dense_copies(self.ctx.training.optimizer)
+        capacity.check_fits(
+            f"worker 0's model of {total} elements (server {self.ctx.replica_index}'s slice of "
+            f"{numel})",
+            numel,
+            copies,
+            self.held_bytes,
+            self.memory_limit,
+        )
+        self.held_bytes += 4 * numel * copies
+
+    def _check_total(self, total: int) -> None:
+        if total == self.total:
+            return
+        if self.restored is not None:
+            raise checkpoint.CheckpointMismatchError(
+                f"the checkpoint in {self.restored.folder} holds a model of {self.total} "
+                f"parameter elements, the workers build {total}: point "
+                "spec.training.checkpoint.dir at a fresh directory or restore the model"
+            )
+        raise ModelMismatchError(
+            f"worker 0 sends a model of {total} elements to server {self.ctx.replica_index}, "
+            f"which holds one of {self.total}: every worker 0 of a job must build the same model"
+        )
 
     def _check_declared_table(self, link: _Link, header: Header, table: int) -> None:
         if not 0 <= table <= min(len(self.tables), MAX_TABLES - 1):
