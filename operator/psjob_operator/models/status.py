@@ -193,8 +193,7 @@ REPLICA_NAME_PATTERN = r"^(server|worker)-(0|[1-9][0-9]{0,4})$"
 
 
 class RecoveryEntry(ApiModel):
-    """One lost pod being recreated in place: kept in the status, not in the operator's memory,
-    so that an operator that restarts meanwhile still knows since when, and which incarnation."""
+    """A lost pod being recreated in place; in the status, so a restarted operator carries on."""
 
     replica: str = Field(
         pattern=REPLICA_NAME_PATTERN, description="The replica, `<role>-<index>`: server-1."
