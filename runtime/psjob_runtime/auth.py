@@ -20,7 +20,7 @@ import struct
 
 import torch
 
-from psjob_runtime.contract import JobContext
+from psjob_runtime.contract import MAX_WORKERS, JobContext
 from psjob_runtime.errors import PeerLostError
 from psjob_runtime.transport import Connection
 from psjob_runtime.wire import PROTOCOL_VERSION, ProtocolVersionError
@@ -97,13 +97,13 @@ def admit_worker(ctx: JobContext, conn: Connection) -> int:
     hello = _recv(conn, HELLO.size + NONCE_BYTES, "hello")
     version, rank = HELLO.unpack(hello[: HELLO.size])
     theirs = hello[HELLO.size :]
-    if version != PROTOCOL_VERSION or not ctx.num_servers <= rank < ctx.world_size:
+    last = ctx.num_servers + MAX_WORKERS - 1
+    if version != PROTOCOL_VERSION or not ctx.num_servers <= rank <= last:
         verdict = OTHER_VERSION if version != PROTOCOL_VERSION else NOT_A_WORKER
         _send(conn, ANSWER.pack(verdict, PROTOCOL_VERSION).ljust(ANSWER.size + 64, b"\0"), "no")
         raise AuthenticationError(
             f"{conn.peer_name} says protocol version {version} and rank {rank}: this server "
-            f"speaks {PROTOCOL_VERSION} and serves worker ranks {ctx.num_servers}.."
-            f"{ctx.world_size - 1}"
+            f"speaks {PROTOCOL_VERSION} and serves worker ranks {ctx.num_servers}..{last}"
         )
     mine = secrets.token_bytes(NONCE_BYTES)
     proof = _proof(ctx, ctx.rank, rank, theirs)

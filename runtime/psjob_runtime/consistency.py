@@ -110,6 +110,19 @@ class Gate(ABC):
     def settle(self, quiet_seconds: float, limit_seconds: float) -> None:
         """Bring the state to a step every server can agree on before a final checkpoint."""
 
+    def admit(self, worker: int) -> None:
+        """Let `worker` take part: one the job did not start with (scaled up) or one that left
+        (SIGTERM) and came back starts from the slowest active worker's position (the round in
+        sync), so no bound or round waits on a step it never had; the others keep theirs."""
+        with self.cond:
+            if worker in self.active:
+                return
+            if worker >= len(self.clock):
+                start = min((self.clock[w] for w in self.active), default=max(self.clock))
+                self.clock.extend([start] * (worker + 1 - len(self.clock)))
+            self.active.add(worker)
+            self.cond.notify_all()
+
     def leave(self, worker: int) -> ServerStats:
         with self.cond:
             self.active.discard(worker)
@@ -210,6 +223,12 @@ class SyncGate(Gate):
         if self.pending and len(self.pending) == len(self.active):
             self._close_round()
 
+    def admit(self, worker: int) -> None:
+        with self.cond:
+            if worker >= len(self.clock):
+                self.clock.extend([self.round] * (worker + 1 - len(self.clock)))
+            super().admit(worker)
+
     def adopt(self, worker: int, step: int) -> None:
         """A round the workers are past is given up: the pushes waiting for it get the
         parameters as they are, and push the adopted round's step next."""
@@ -232,6 +251,11 @@ class AsyncGate(Gate):
     ):
         super().__init__(params, optimizer, workers, tables)
         self.replies = [torch.empty_like(params) for _ in range(workers)]
+
+    def admit(self, worker: int) -> None:
+        with self.cond:
+            super().admit(worker)
+            self.replies += [torch.empty_like(self.params) for _ in self.clock[len(self.replies) :]]
 
     def _snapshot(self, worker: int) -> torch.Tensor:
         # Another thread may apply an update while this reply is on the wire: send a copy.

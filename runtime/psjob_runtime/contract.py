@@ -39,6 +39,9 @@ MIN_SECRET_LENGTH = 32
 """Characters of PSJOB_SECRET at least; the operator and the launcher generate 64 hex digits."""
 
 MAX_PORT = 65535
+MAX_WORKERS = 10000
+"""Workers a job may have (spec.workers.replicas' bound): a server admits worker ranks up to
+S + MAX_WORKERS - 1, since workers added by scaling up have indices its own count lacks."""
 
 
 class Role(StrEnum):

@@ -107,6 +107,10 @@ class NonFiniteError(PsjobError):
     restarted worker would send the same."""
 
 
+class _LeftError(Exception):
+    """The worker said LEAVE: its serving thread waits for a process of its index to return."""
+
+
 class TerminatedError(PsjobError):
     """SIGTERM arrived; the final checkpoint (if configured) is written."""
 
@@ -123,6 +127,8 @@ class _Link:
     """How logs name it, e.g. `worker 1 (rank 3)`."""
     conn: Connection
     """This worker's connection; a replacement process gets a new link on its own."""
+    admitted: bool = False
+    """The gate counts this worker (see `_gate`)."""
     inbox: torch.Tensor = field(default_factory=lambda: new_request_buffer(0))
     """Every request lands here: header room only until the slice exists, then room for the
     largest request (a PUSH_PULL with the slice's gradient inline); shorter ones fit too."""
@@ -159,6 +165,10 @@ class ParameterServer:
         self.failure: BaseException | None = None
         self.finished = 0
         self.dropped: list[int] = []
+        self.left: set[int] = set()
+        """Workers that said LEAVE and have not come back."""
+        self.serving_workers: set[int] = set()
+        """Worker indices with a serving thread: the job's, and those scaled up since."""
         self.changed = threading.Condition()
         self.tables: dict[int, Shard] = {}
         self.options_from_checkpoint: set[int] = set()
@@ -196,6 +206,7 @@ class ParameterServer:
             Op.PULL_AFTER_PARTS: self._on_pull_after_parts,
             Op.DONE: self._on_done,
             Op.REJOIN: self._on_rejoin,
+            Op.LEAVE: self._on_leave,
         }
         """What each op a worker sends makes this server do, in its worker's thread."""
 
@@ -395,6 +406,14 @@ class ParameterServer:
             )
         assert self.gate is not None
         return self.gate
+
+    def _gate(self, link: _Link) -> Gate:
+        """The gate, once ready, counting this link's worker (a new or returning one joins)."""
+        gate = self._wait_ready(link)
+        if not link.admitted:
+            gate.admit(link.worker)
+            link.admitted = True
+        return gate
 
     def _check_size(self, header: Header, gate: Gate) -> None:
         if header.numel != gate.params.numel():
@@ -816,13 +835,13 @@ class ParameterServer:
         return False
 
     def _on_pull(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link)
+        gate = self._gate(link)
         self._check_size(header, gate)
         self._reply(link, header, gate.current(link.worker))
         return False
 
     def _on_resume(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link)
+        gate = self._gate(link)
         with gate.cond:
             saved = self.restored.step if self.restored else -1
             point = ResumePoint(step=gate.clock[link.worker], checkpoint_step=saved)
@@ -837,7 +856,7 @@ class ParameterServer:
                 f"numel {header.numel} and step {header.step}: expected 0 and a "
                 f"step up to {MAX_STEP}",
             )
-        gate = self._wait_ready(link)
+        gate = self._gate(link)
         before = gate.step
         gate.adopt(link.worker, header.step)
         if gate.step != before:
@@ -846,6 +865,13 @@ class ParameterServer:
                 f"this server continues from step {gate.step} (it restored step {before})"
             )
         return False
+
+    def _on_leave(self, link: _Link, header: Header) -> bool:
+        if header.numel != 0:
+            raise self._bad(link, header, f"numel {header.numel}: expected 0")
+        if self.gate is not None:
+            self.gate.leave(link.worker)
+        raise _LeftError()
 
     def _refuse_push(self, link: _Link, header: Header, grad: torch.Tensor) -> None:
         """Make a non-finite push count as a zero gradient, so every mode goes on as usual."""
@@ -861,7 +887,7 @@ class ParameterServer:
             )
 
     def _on_push_pull(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link)
+        gate = self._gate(link)
         self._check_size(header, gate)
         grad = self._inline_payload(link, header, gate)
         link.parts_end = None
@@ -869,7 +895,7 @@ class ParameterServer:
         return False
 
     def _on_push_part(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link)
+        gate = self._gate(link)
         self._check_size(header, gate)
         offset, length = header.extra[0], header.extra[1]
         end = header.numel if link.parts_end is None else link.parts_end
@@ -889,7 +915,7 @@ class ParameterServer:
         return False
 
     def _on_pull_after_parts(self, link: _Link, header: Header) -> bool:
-        gate = self._wait_ready(link)
+        gate = self._gate(link)
         self._check_size(header, gate)
         if link.parts_end != 0 or link.parts is None:
             covered = "none" if link.parts_end is None else f"{link.parts_end}..{header.numel}"
@@ -913,7 +939,7 @@ class ParameterServer:
         self._reply(link, header, reply)
 
     def _on_done(self, link: _Link, header: Header) -> bool:
-        stats = self._wait_ready(link).leave(link.worker)
+        stats = self._gate(link).leave(link.worker)
         with self.changed:
             stats = replace(stats, refused_non_finite=self.refused)
         what = "final statistics"
@@ -930,7 +956,7 @@ class ParameterServer:
             self.gate.leave(worker)
         with self.changed:
             self.dropped.append(worker)
-            if len(self.dropped) == self.ctx.num_workers:
+            if len(self.dropped) == len(self.serving_workers):
                 self.failure = error  # nobody left who could finish the job
             self.changed.notify_all()
 
@@ -940,12 +966,14 @@ class ParameterServer:
         A lost connection ends that connection only: the worker's replacement (or the same
         process, reconnecting) is served from where the gate has it. A worker not back within
         the timeout, silent on its connection or sending a request no worker of ours sends is
-        dropped in async mode and fails the server otherwise (exit 75: the job restarts whole)."""
+        dropped in async mode and fails the server otherwise (exit 75: the job restarts whole).
+        A worker that said LEAVE is waited for without a bound: nothing else waits for it."""
         timeout = self.ctx.training.timeout_seconds
         conn: Connection | None = None
         lost: PeerLostError | None = None
+        left = False
         while True:
-            conn = self.listener.next_connection(worker, conn, timeout)
+            conn = self.listener.next_connection(worker, conn, None if left else timeout)
             if conn is None:
                 peer = self.ctx.describe_rank(self.ctx.worker_rank(worker))
                 error = PeerLostError(
@@ -961,10 +989,24 @@ class ParameterServer:
                 else:
                     self._fail(error)
                 return
-            if lost is not None:
+            if lost is not None or left:
                 log(f"server {self.ctx.replica_index}: {conn.peer_name} is back")
+            lost, left = None, False
+            with self.changed:
+                self.left.discard(worker)
             try:
                 self._serve_worker(worker, conn)
+            except _LeftError:
+                log(
+                    f"server {self.ctx.replica_index}: {conn.peer_name} left (SIGTERM: scaled "
+                    "down or its pod deleted); nothing waits for it, a process of its index "
+                    "may take part again"
+                )
+                left = True
+                with self.changed:
+                    self.left.add(worker)
+                    self.changed.notify_all()
+                continue
             except ConnectionLostError as error:
                 lost = error
                 log(
@@ -990,6 +1032,17 @@ class ParameterServer:
                 self.changed.notify_all()
             return
 
+    def _start_serving(self, worker: int) -> None:
+        """A serving thread for `worker`, once: the job's workers at start, a scaled-up one on
+        its first connection."""
+        with self.changed:
+            if worker in self.serving_workers:
+                return
+            self.serving_workers.add(worker)
+            self.changed.notify_all()
+        name = f"worker-{worker}"
+        threading.Thread(target=self._guarded, args=(worker,), name=name, daemon=True).start()
+
     def _fail(self, error: BaseException) -> None:
         with self.changed:
             if self.failure is None:
@@ -997,16 +1050,16 @@ class ParameterServer:
             self.changed.notify_all()
 
     def _done(self) -> bool:
-        return self.finished + len(self.dropped) == self.ctx.num_workers
+        """Every worker served so far finished, was dropped or left (call with `changed`)."""
+        return self.finished + len(self.dropped) + len(self.left) == len(self.serving_workers)
 
     def run(self) -> Gate:
         """Serve every worker until all have finished; raise the first failure of any thread."""
-        threads = [
-            threading.Thread(target=self._guarded, args=(w,), name=f"worker-{w}", daemon=True)
-            for w in range(self.ctx.num_workers)
-        ]
-        for thread in threads:
-            thread.start()
+        self.listener.on_new_worker = self._start_serving
+        with self.listener.changed:
+            connected = set(self.listener.joined)
+        for worker in sorted(set(range(self.ctx.num_workers)) | connected):
+            self._start_serving(worker)
         with self.changed:
             # A timed wait: the SIGTERM handler only sets an event, and the main thread must
             # notice it even while no worker thread changes anything.
@@ -1062,7 +1115,7 @@ def serve(ctx: JobContext) -> None:
                 flush=True,
             )
     print(
-        f"server {ctx.replica_index}: all {ctx.num_workers} workers finished{dropped}; "
+        f"server {ctx.replica_index}: all {len(server.serving_workers)} workers finished{dropped}; "
         f"{gate.updates} updates of {gate.params.numel()} parameters and {len(server.tables)} "
         f"tables in {elapsed:.1f} s; mode {ctx.training.mode}; max lead over slowest worker "
         f"{gate.max_lead}{bound}{refused}",

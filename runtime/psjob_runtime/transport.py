@@ -269,6 +269,21 @@ session's state that lives on the server (worker 0's parameters, the table decla
 worker's position), as (tensor, tag, what)."""
 
 
+def open_connection(ctx: JobContext, server: int, deadline: float) -> Connection:
+    """A worker's new, proven connection to `server`."""
+    # Imported here: auth builds on this module's connections.
+    from psjob_runtime.auth import prove_to_server
+
+    sock = dial(ctx.server_addrs[server], deadline, f"server {server}'s")
+    conn = Connection(sock, ctx.describe_rank(server), ctx.training.timeout_seconds)
+    try:
+        prove_to_server(ctx, conn, server)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class ServerChannel:
     """A worker's connection to one server, re-opened when that server is replaced.
 
@@ -288,19 +303,7 @@ class ServerChannel:
         """Connections opened so far: 1 once joined, more after each replacement."""
 
     def open(self, deadline: float) -> None:
-        # Imported here: auth builds on this module's connections.
-        from psjob_runtime.auth import prove_to_server
-
-        ctx = self.transport.ctx
-        whose = f"server {self.server}'s"
-        sock = dial(ctx.server_addrs[self.server], deadline, whose)
-        conn = Connection(sock, ctx.describe_rank(self.server), ctx.training.timeout_seconds)
-        try:
-            prove_to_server(ctx, conn, self.server)
-        except BaseException:
-            conn.close()
-            raise
-        self.conn = conn
+        self.conn = open_connection(self.transport.ctx, self.server, deadline)
         self.incarnation += 1
 
     def send(self, frame: _Frame) -> None:
@@ -460,6 +463,8 @@ class Listener:
         """By worker index: connections it has opened so far (2 and up: it came back)."""
         self.counts = ByteCounts()
         """Bytes on every connection by tag, each way (the server's /metrics)."""
+        self.on_new_worker: Callable[[int], None] | None = None
+        """Called with a worker's index on its first connection (the server serves it)."""
 
     def start(self) -> None:
         threading.Thread(target=self._accept, name="accept", daemon=True).start()
@@ -497,9 +502,11 @@ class Listener:
             self.changed.notify_all()
         if replaced is not None:
             replaced.close()
+        if self.on_new_worker is not None:
+            self.on_new_worker(worker)
 
     def next_connection(
-        self, worker: int, after: Connection | None, timeout: float
+        self, worker: int, after: Connection | None, timeout: float | None
     ) -> Connection | None:
         """The worker's newest connection other than `after`, waiting up to `timeout`."""
         with self.changed:

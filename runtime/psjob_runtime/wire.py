@@ -23,7 +23,7 @@ request to server 0 may carry the worker's latest report (progress_block) behind
 part, and the field says so (0 or progress_block.BYTES); version 6 DECLARE_DYNAMIC, the
 declaration of a dynamic table, whose SPARSE_PULL and SPARSE_PUSH requests carry any int64 id
 but dynamic_table.RESERVED_ID (the marker of a short message) to the server it routes to;
-version 7 REJOIN, and TCP connections per worker and server instead of one gloo world.
+version 7 REJOIN, LEAVE, and TCP connections per worker and server instead of one gloo world.
 Headers are received into at least HEADER_ROOM slots so that a peer of a later version with a
 longer header is told about the version mismatch instead of aborting the server.
 """
@@ -87,6 +87,11 @@ class Op(IntEnum):
     """numel 0, step: the step of this worker's next push. Sent to a server that replaced a
     lost one, after worker 0's INIT and the table declarations: the server continues counting
     from the workers' positions (see consistency.Gate.adopt); no reply."""
+    LEAVE = 13
+    """numel 0. The worker is stopping (SIGTERM: its pod deleted by a scale-down, a drain): no
+    round or staleness bound waits for it from now on; it takes part again if a process of its
+    index connects later. Sent on a new connection, which replaces the worker's current one; no
+    reply."""
 
 
 class ProtocolError(PeerLostError):

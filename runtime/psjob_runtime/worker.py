@@ -24,8 +24,12 @@ this worker's loop resumes (0 on a fresh start).
 """
 
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any, Self, TypeVar
 
 import numpy as np
@@ -38,12 +42,13 @@ from psjob_runtime.backward_push import BUCKET_BYTES, BackwardPush
 from psjob_runtime.contract import JobContext, Role, describe_validation_error, read_context
 from psjob_runtime.dynamic_table import DynamicOptions, DynamicTableSpec
 from psjob_runtime.embedding import ShardedEmbedding, TableClient
-from psjob_runtime.errors import ContractError, install_exit_hook
+from psjob_runtime.errors import ContractError, ExitCode, PsjobError, install_exit_hook
+from psjob_runtime.log import log
 from psjob_runtime.progress import ProgressOutbox, ProgressReporter
 from psjob_runtime.sharding import Slice, balanced_slices
 from psjob_runtime.table_shard import TableSpec
 from psjob_runtime.training import Mode
-from psjob_runtime.transport import Transfer, Transport, wait_all
+from psjob_runtime.transport import Transfer, Transport, open_connection, wait_all
 from psjob_runtime.wire import (
     HEADER_LEN,
     PROGRESS_OPS,
@@ -62,6 +67,10 @@ from psjob_runtime.wire import (
 )
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+LEAVE_SECONDS = 5.0
+"""On SIGTERM: the most a worker spends telling the servers it leaves, well inside the 30 s a
+pod gets by default before SIGKILL."""
 
 
 class FlatParameters:
@@ -360,6 +369,8 @@ class WorkerSession:
         self.ctx = ctx
         self.transport = Transport(ctx, rejoin=self._rejoin)
         self.transport.connect()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._leave)
         self.reporter = ProgressReporter(ctx.replica_index, report_interval)
         self.outbox = ProgressOutbox(ctx.replica_index)
         """The latest report, until a request to server 0 carries it."""
@@ -466,6 +477,20 @@ class WorkerSession:
         client.declare(init_scale)
         self.tables.append(client)
         return ShardedEmbedding(client)
+
+    def _leave(self, _signum: int, _frame: FrameType | None) -> None:
+        """SIGTERM (the pod deleted: a scale-down, a drain): tell every server, each on a new
+        connection (the current one may be mid-message), that this worker leaves, so no round
+        or staleness bound waits for it; then exit 143, as the signal would have."""
+        deadline = time.monotonic() + LEAVE_SECONDS
+        header = Header(Op.LEAVE, self.ctx.replica_index, 0, 0).encode(new_header_buffer())
+        for server in range(self.ctx.num_servers):
+            try:
+                open_connection(self.ctx, server, deadline).send_frame(header, TAG_HEADER, "leave")
+            except PsjobError as error:
+                log(f"worker {self.ctx.replica_index}: could not tell server {server}: {error}")
+        sys.stdout.flush()
+        os._exit(ExitCode.TERMINATED)
 
     def _rejoin(self, server: int) -> list[tuple[torch.Tensor, int, str]]:
         """What a server that replaced a lost one learns first from this worker: worker 0's

@@ -16,7 +16,7 @@ from psjob_runtime.auth import admit_worker
 from psjob_runtime.contract import ENV_SECRET, Role, read_context
 from psjob_runtime.errors import PeerLostError
 from psjob_runtime.transport import Connection, dial, listen
-from psjob_runtime.wire import HEADER_LEN, TAG_HEADER, TAG_REPLY, Header, Op
+from psjob_runtime.wire import HEADER_LEN, PROTOCOL_VERSION, TAG_HEADER, TAG_REPLY, Header, Op
 
 WAIT = 15.0
 
@@ -66,7 +66,7 @@ def guess() -> None:
     conn = _connect()
     conn.send_frame(
         torch.frombuffer(
-            bytearray(auth.HELLO.pack(auth.PROTOCOL_VERSION, ctx.rank) + bytes(auth.NONCE_BYTES)),
+            bytearray(auth.HELLO.pack(PROTOCOL_VERSION, ctx.rank) + bytes(auth.NONCE_BYTES)),
             dtype=torch.uint8,
         ),
         auth.TAG_AUTH,

@@ -1,0 +1,96 @@
+"""Live scaling on the running servers: a worker the job did not start with joins and trains; a
+worker stopped by SIGTERM leaves, and nothing waits for it."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from psjob_runtime import contract as c
+from psjob_runtime.errors import ExitCode
+from psjob_runtime.launch import ProcessPlan, plan_job
+from psjob_runtime.training import TrainingSettings
+
+from tests.runtime.jobs import RECORDER, start_plans, wait_for_text
+
+TIMEOUT_SECONDS = 60
+
+
+def settings(tmp_path: Path, mode: str, **config: object) -> TrainingSettings:
+    extra = {"staleness": 2} if mode == "ssp" else {}
+    return TrainingSettings.model_validate(
+        {
+            "mode": mode,
+            **extra,
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "config": {"out": str(tmp_path), **config},
+        }
+    )
+
+
+def added_worker(plans: list[ProcessPlan], index: int, workers: int) -> ProcessPlan:
+    """The plan of worker `index` of a job scaled to `workers`, as the operator renders it."""
+    servers = sum(plan.name.startswith("server") for plan in plans)
+    template = next(plan for plan in plans if plan.name == "worker-0")
+    env = dict(template.env)
+    env.update(
+        {
+            c.ENV_REPLICA_INDEX: str(index),
+            c.ENV_NUM_WORKERS: str(workers),
+            c.ENV_WORLD_SIZE: str(servers + workers),
+            c.ENV_RANK: str(servers + index),
+        }
+    )
+    return ProcessPlan(f"worker-{index}", servers + index, template.argv, env)
+
+
+def wait_all(procs: dict[str, "subprocess.Popen[bytes]"]) -> dict[str, int]:
+    try:
+        return {name: proc.wait(3 * TIMEOUT_SECONDS) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["async", "ssp"])
+def test_a_worker_added_while_training_joins_the_running_server(tmp_path: Path, mode: str) -> None:
+    training = settings(tmp_path, mode, steps=60, slow_seconds=0.05, slow_worker=0)
+    plans = plan_job(1, 2, training, [sys.executable, str(RECORDER)])
+    procs, logs = start_plans(plans, tmp_path)
+    wait_for_text(logs["worker-0"], "step 5 done")
+    server_pid = procs["server-0"].pid
+    more, more_logs = start_plans([added_worker(plans, 2, 3)], tmp_path)
+    procs.update(more)
+    codes = wait_all(procs)
+    server_log = logs["server-0"].read_text()
+    assert codes == dict.fromkeys(procs, 0), server_log + more_logs["worker-2"].read_text()
+    assert procs["server-0"].pid == server_pid
+    assert "server 0: all 3 workers finished" in server_log
+    assert (tmp_path / "worker-2.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_by_sigterm_leaves_and_the_bound_waits_no_more(tmp_path: Path) -> None:
+    # Worker 2 stops after step 3: in ssp the others are held at the bound until it leaves.
+    training = settings(tmp_path, "ssp", steps=40, hang_worker=2, hang_after_step=3)
+    plans = plan_job(1, 3, training, [sys.executable, str(RECORDER)])
+    procs, logs = start_plans(plans, tmp_path)
+    wait_for_text(logs["worker-2"], "step 3 done")
+    time.sleep(1.0)
+    procs["worker-2"].send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    codes = wait_all(procs)
+    elapsed = time.monotonic() - stopped_at
+    server_log = logs["server-0"].read_text()
+    assert codes == {
+        "server-0": 0,
+        "worker-0": 0,
+        "worker-1": 0,
+        "worker-2": ExitCode.TERMINATED,
+    }, server_log
+    assert "server 0: worker 2 (rank 3) left (SIGTERM" in server_log
+    assert elapsed < TIMEOUT_SECONDS / 2  # not released by a timeout
+    assert (tmp_path / "worker-0.pt").exists() and (tmp_path / "worker-1.pt").exists()
