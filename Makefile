@@ -144,6 +144,11 @@ bench-runtime: venv ## Runtime benchmarks vs gloo, DDP and one process (QUICK=1:
 bench-operator: venv cluster-tools system-deps ## Operator benchmarks on a no-run local cluster (QUICK=1: one repeat), JSON in bench/out/
 	$(PY) -m bench.operator $(BENCH_ARGS)
 
+.PHONY: bench-recovery
+bench-recovery: venv ## In-place recovery vs whole-job restart under a kill schedule (about 25 minutes; QUICK=1: about 10), JSON in bench/out/, its section of bench/README.md
+	$(PY) -m bench.runtime.recovery $(BENCH_ARGS)
+	$(PY) -m bench.runtime.recovery_report
+
 .PHONY: bench
-bench: bench-runtime bench-operator ## Every benchmark (QUICK=1: about 7 minutes on 2 cores; full: about 15), then the plots and tables of bench/README.md
+bench: bench-runtime bench-operator ## The runtime and operator benchmarks (QUICK=1: about 7 minutes on 2 cores; full: about 15), then the plots and tables of bench/README.md; bench-recovery runs on its own
 	$(PY) -m bench.report

@@ -1,0 +1,150 @@
+"""The pure parts of the recovery benchmark: its kill schedule, the update count it reads from a
+server's /metrics, and the targets and section it writes into bench/README.md."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from psjob_runtime.metrics import ServerReading, render
+
+from bench.runtime.recovery import parse_updates, schedule
+from bench.runtime.recovery_report import (
+    BEGIN,
+    END,
+    restart_back_times,
+    rewrite,
+    section,
+    targets,
+)
+
+
+def test_the_schedule_alternates_victims_and_never_kills_two_at_once() -> None:
+    kills = schedule(horizon=200)
+    assert [(k.at, k.victim) for k in kills] == [
+        (22.5, "worker-1"),
+        (60.0, "server-1"),
+        (67.5, "worker-0"),
+        (112.5, "worker-1"),
+        (120.0, "server-0"),
+        (157.5, "worker-0"),
+        (180.0, "server-1"),
+    ]
+    later = schedule(horizon=3600)
+    assert min(b.at - a.at for a, b in pairwise(later)) == 7.5
+
+
+def test_the_update_count_is_read_from_what_a_server_serves() -> None:
+    reading = ServerReading(1234, 10, 20, 0, 0, None, None, None)
+    text = render({"job": "j", "namespace": "n", "role": "server", "index": "1"}, reading, None)
+    assert parse_updates(text) == 1234
+    assert parse_updates("# nothing here\n") is None
+
+
+def kill(role: str, back: float | None, victim: str = "") -> dict[str, Any]:
+    return {
+        "role": role,
+        "victim": victim or f"{role}-1",
+        "scheduled": 60.0,
+        "respawned_after": 0.1,
+        "answered_after": 2.0 if role == "server" else None,
+        "back_after": back,
+        "workers_at_step": [10, 12],
+        "resumed_at_step": 11,
+        "restored_step": 300,
+        "updates_before": 312,
+    }
+
+
+def job(goodput: float, kills: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "goodput": goodput,
+        "kills": kills,
+        "finished": True,
+        "stopped_at": None,
+        "exit_code": 0,
+        "wall_seconds": 300.0,
+        "useful_samples": 7_372_800,
+        "recovered_in_place": len(kills),
+        "whole_restarts": 0,
+        "test_auc": 0.87,
+        "load_before": 2.0,
+        "load_after": 2.5,
+        "load_mean": 2.2,
+        "log": "bench/out/recovery-x.log",
+        "tail": [],
+        "first_steps": [],
+        **extra,
+    }
+
+
+def run(restart: dict[str, Any], kills: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "servers": 2,
+        "workers": 2,
+        "batch_per_worker": 2048,
+        "table_rows": 10_000_000,
+        "steps": 1800,
+        "checkpoint_every": 300,
+        "server_every": 60.0,
+        "worker_every": 45.0,
+        "worker_offset": 22.5,
+        "cap_factor": 2.5,
+        "jobs": {
+            "failure_free": job(25_000.0, []),
+            "in_place": job(23_000.0, kills),
+            "restart_job": restart,
+        },
+    }
+
+
+def test_targets_judge_ratios_and_every_kill() -> None:
+    kills = [kill("worker", 2.0), kill("worker", 4.0), kill("server", 9.0), kill("server", 3.0)]
+    rows = targets(run(job(10_000.0, kills), kills))
+    assert rows[0] == ("goodput in place >= 0.9x the failure-free run", "0.92x", True)
+    assert rows[1] == ("goodput in place >= 1.5x the whole-job restart", "2.30x", True)
+    assert rows[2][1:] == ("median / max 3.0 / 4.0 s (2 kills)", True)
+    assert rows[3][1:] == ("median / max 6.0 / 9.0 s (2 kills)", True)
+
+    late = [kill("worker", 6.0), kill("server", None), kill("server", 3.0)]
+    stopped = job(20_000.0, late, finished=False, stopped_at=750.0, exit_code=143)
+    rows = targets(run(stopped, late))
+    assert rows[1] == ("goodput in place >= 1.5x the whole-job restart", "at least 1.15x", False)
+    assert rows[2][1:] == ("median / max 6.0 / 6.0 s (1 kills)", False)
+    assert rows[3][1:] == ("median / max 3.0 / 3.0 s, 1 of 2 never (2 kills)", False)
+
+
+def test_a_whole_restart_is_back_at_the_next_first_step_of_any_worker() -> None:
+    kills = [{"killed_at": 40.0}, {"killed_at": 60.0}, {"killed_at": 90.0}]
+    steps = [{"worker": w, "step": 0, "at": 20.0} for w in (0, 1)]
+    steps += [{"worker": 1, "step": 283, "at": 55.5}, {"worker": 0, "step": 283, "at": 55.0}]
+    assert restart_back_times({"kills": kills, "first_steps": steps}) == [15.0, None, None]
+
+
+def test_the_section_shows_a_failed_job_with_its_last_lines() -> None:
+    kills = [kill("worker", 2.0), kill("server", 9.0, "server-0")]
+    record = run(job(10_000.0, kills), kills)
+    record["jobs"]["in_place"].update(
+        finished=False, exit_code=1, tail=["[launch] worker-1 exited with code 1\n"]
+    )
+    result = {
+        "command": "python -m bench.runtime.recovery",
+        "quick": False,
+        "date": "2026-12-03T12:00:00+00:00",
+        "wall_seconds": 1500.0,
+        "machine": {"cores": 2, "cpu": "x", "memory_gib": 23.5, "python": "3.11", "torch": "2"},
+        "recovery": record,
+    }
+    text = "\n".join(section(result))
+    assert "| goodput in place >= 0.9x the failure-free run | 0.92x (a job failed" in text
+    assert "The in_place job failed (exit code 1)" in text
+    assert "[launch] worker-1 exited with code 1\n```" in text
+    assert "| 60.0 s | server-0 | 0.1 s | 2.0 s | **9.0 s** | restored checkpoint step 300" in text
+
+
+def test_rewrite_replaces_only_the_recovery_section() -> None:
+    text = f"# Benchmarks\n\n{BEGIN}\nold\n{END}\n\nhand-written findings\n"
+    assert (
+        rewrite(text, ["new"]) == f"# Benchmarks\n\n{BEGIN}\nnew\n{END}\n\nhand-written findings\n"
+    )
+    assert rewrite("# Benchmarks\n", ["new"]) == f"# Benchmarks\n\n{BEGIN}\nnew\n{END}\n"
