@@ -36,6 +36,9 @@ class PodView:
     """How many times its replica was recreated in place in this attempt (0: the original)."""
     created: datetime | None = None
     """metadata.creationTimestamp: how long a replacement lasted (plan/recovery.py)."""
+    num_workers: int | None = None
+    """The main container's PSJOB_NUM_WORKERS: the worker count the pod was made for, which a
+    later `kubectl scale` leaves as it was (plan/snapshot.py); None when absent or not a number."""
 
     @property
     def finished(self) -> bool:
@@ -57,6 +60,20 @@ def _progress_port(pod: dict[str, Any]) -> int | None:
             number = port.get("containerPort")
             if port.get("name") == contract.PROGRESS_PORT_NAME and isinstance(number, int):
                 return number
+    return None
+
+
+def _num_workers(pod: dict[str, Any]) -> int | None:
+    """PSJOB_NUM_WORKERS of the main container; None when absent or not a plain small number."""
+    for container in pod.get("spec", {}).get("containers") or []:
+        if container.get("name") != contract.MAIN_CONTAINER:
+            continue
+        for variable in container.get("env") or []:
+            if variable.get("name") == contract.ENV_NUM_WORKERS:
+                value = variable.get("value")
+                if isinstance(value, str) and value.isascii() and value.isdigit():
+                    return int(value) if len(value) <= 7 else None
+                return None
     return None
 
 
@@ -108,4 +125,5 @@ def pod_view(pod: dict[str, Any]) -> PodView | None:
         progress_port=_progress_port(pod) if role is Role.SERVER and index == 0 else None,
         incarnation=_incarnation(annotations),
         created=_timestamp(metadata.get("creationTimestamp")),
+        num_workers=_num_workers(pod),
     )

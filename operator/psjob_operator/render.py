@@ -44,14 +44,21 @@ OPERATOR_ONLY_TRAINING = {"total_steps"}
 images refuse unknown settings) and not in the spec hash (changing them restarts nothing)."""
 
 
-def spec_hash(job: PSJob) -> str:
-    """Digest of every spec field that shapes the pods (not the lifecycle rules of runPolicy)."""
+def spec_hash(job: PSJob, workers: int | None = None) -> str:
+    """Digest of every spec field that shapes the pods (not the lifecycle rules of runPolicy).
+
+    `workers`: the digest of this spec with that many workers, the one a pod made before a
+    `kubectl scale` carries (plan/snapshot.py tells such a pod from one of an edited spec).
+    """
     spec = job.spec
+    worker_spec = spec.workers.model_dump(mode="json")
+    if workers is not None:
+        worker_spec["replicas"] = workers
     shaping = {
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "servers": spec.servers.model_dump(mode="json"),
-        "workers": spec.workers.model_dump(mode="json"),
+        "workers": worker_spec,
         "training": spec.training.model_dump(mode="json", exclude=OPERATOR_ONLY_TRAINING),
         "scheduling": spec.run_policy.scheduling_policy.model_dump(mode="json"),
     }

@@ -23,6 +23,7 @@ def pod_view(job: PSJob, role: Role, index: int, phase: str = "Running", **chang
         reason=None,
         message=None,
         node="node-1",
+        num_workers=job.spec.workers.replicas,
     )
     return replace(view, **changes)
 

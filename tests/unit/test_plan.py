@@ -269,8 +269,9 @@ def test_suspend_removes_pods_without_using_restarts_and_resume_recreates() -> N
     assert condition(job, ConditionType.SUSPENDED)[0] == "False"
 
 
-def test_scaling_workers_restarts_with_the_new_world_size_without_counting_a_failure() -> None:
-    job, _ = step(make_job(), [])
+def test_scaling_workers_under_restart_job_restarts_with_the_new_world_size_uncounted() -> None:
+    # Under InPlace (the default) the workers scale live: test_plan_scaling.py.
+    job, _ = step(make_job(runPolicy=RESTART_JOB), [])
     job, _ = step(job, all_pod_views(job))
     scaled = job.model_copy(
         update={

@@ -99,8 +99,11 @@ class RunPolicy(ApiModel):
         "restartCount does not grow. It falls back to a whole-job restart when the replacement "
         "does not take. RestartJob: every pod is deleted and created again after a back-off, "
         "and the job resumes from its newest checkpoint (all progress since then is lost); "
-        "each restart counts against backoffLimit. Default: InPlace, except RestartJob for a "
-        "job with maxFailedWorkers above 0 (which cannot be InPlace).",
+        "each restart counts against backoffLimit. It also decides what a change of "
+        "workers.replicas alone (kubectl scale) does: InPlace adds or removes those workers "
+        "while the servers and the other workers keep running; RestartJob restarts the job "
+        "whole with the new count. Default: InPlace, except RestartJob for a job with "
+        "maxFailedWorkers above 0 (which cannot be InPlace).",
     )
 
     @model_validator(mode="after")

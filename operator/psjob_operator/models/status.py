@@ -146,6 +146,11 @@ PhaseRuns = Annotated[
 
 
 class RoleStatus(ApiModel):
+    desired: int = Field(
+        0,
+        description="The pods the spec asked for when the operator last acted on it (its "
+        "replicas, e.g. after `kubectl scale`); 0 until it first did.",
+    )
     active: int = Field(0, description="Pods running or about to run.")
     ready: int = Field(0, description="Pods whose main container is running and ready.")
     succeeded: int = Field(0, description="Pods that exited 0.")

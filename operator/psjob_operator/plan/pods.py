@@ -1,4 +1,5 @@
-"""The attempt's pods: which are missing, how far they came, which go when the job ends.
+"""The attempt's pods: which are missing, how far they came, which go when the job ends, and
+what a `kubectl scale` adds or removes.
 
 Tolerated lost workers are left out throughout: the job runs on without them.
 """
@@ -39,6 +40,19 @@ def missing_pods(snapshot: Snapshot) -> list[tuple[Role, int]]:
         for index in range(spec.replica_spec(role).replicas)
         if (role, index) not in seen and pod_name(job_name, role, index) not in names
     ]
+
+
+def scaled_message(job_name: str, before: int, after: int) -> str:
+    """The Scaled event: the worker counts and the pods a `kubectl scale` adds or removes."""
+    low, high = sorted((before, after))
+    first = pod_name(job_name, Role.WORKER, low)
+    pods = first if high - low == 1 else f"{first} to {pod_name(job_name, Role.WORKER, high - 1)}"
+    verb = "is" if high - low == 1 else "are"
+    change = "added" if after > before else "removed (they leave the servers)"
+    return (
+        f"workers scaled from {before} to {after} in place: {pods} {verb} {change}; the servers "
+        "and the other workers keep running"
+    )
 
 
 def expected_pods(snapshot: Snapshot, tolerated: frozenset[ReplicaKey]) -> int:

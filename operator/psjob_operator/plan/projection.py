@@ -84,7 +84,8 @@ def project(
         tolerated = frozenset(
             r.key for r, phase in replicas if r.role is Role.WORKER and phase in LOST
         )
-    current = [p for p in snapshot.current() if not p.deleting]
+    surplus = {p.name for p in snapshot.surplus}
+    current = [p for p in snapshot.current() if not p.deleting and p.name not in surplus]
     counts = {role: _role_status(job, role, replicas, current, tolerated, outcome) for role in Role}
     conditions = _conditions(job, outcome, now)
     ready = _recovering(outcome) or _ready(job, outcome.phase, counts, len(tolerated))
@@ -167,6 +168,7 @@ def _role_status(
     for replica, phase in mine:
         by_index[replica.index] = phase
     return RoleStatus(
+        desired=job.spec.replica_spec(role).replicas,
         active=sum(1 for p in pods if p.phase in (ReplicaPhase.PENDING, ReplicaPhase.RUNNING)),
         ready=ready,
         succeeded=sum(1 for _, phase in mine if phase is ReplicaPhase.SUCCEEDED),

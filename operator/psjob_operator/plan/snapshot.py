@@ -5,13 +5,17 @@ must not be created again, and a running pod that vanished is a failure. Both ne
 that the previous status keeps, which is why the snapshot is taken from the job and the pods:
 each role's phase runs hold every replica's phase (one character each), and the few
 per-replica entries add what else a gone pod showed (exit code, node).
+
+Replicas are those the spec asks for now: after a `kubectl scale` down, the pods beyond the new
+count are surplus, to be deleted and never judged (they leave the servers on SIGTERM); the status
+forgets them.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from psjob_operator.models import JobStatus, PSJob, ReplicaPhase, Role, SuccessPolicy
+from psjob_operator.models import JobStatus, PSJob, Recovery, ReplicaPhase, Role, SuccessPolicy
 from psjob_operator.observe import PodView
 from psjob_operator.render import spec_hash
 
@@ -61,11 +65,14 @@ class Snapshot:
     pods: tuple[PodView, ...]
     """Every pod of the job, of any attempt."""
     replicas: tuple[Replica, ...]
-    """This attempt's replicas, by role and index."""
+    """This attempt's replicas the spec asks for, by role and index."""
+    surplus: tuple[PodView, ...]
+    """Pods of this attempt beyond their role's replicas: a `kubectl scale` took them away."""
     tolerated: tuple[Replica, ...]
     """Lost workers the job may go on without (runPolicy.maxFailedWorkers), earliest first."""
     outdated: bool
-    """A pod of this attempt that is still running was made from an older spec."""
+    """A pod of this attempt that is still running was made from an older spec (under
+    recovery InPlace, one that differs only in workers.replicas is not: `_outdated`)."""
 
     @property
     def tolerated_keys(self) -> frozenset[ReplicaKey]:
@@ -87,17 +94,44 @@ def take_snapshot(job: PSJob, pods: Sequence[PodView], attempt: int | None = Non
     """The job's attempt (its status' by default) as `pods` show it."""
     attempt = job.status.attempt if attempt is None else attempt
     replicas = _replicas(job, pods, attempt)
-    digest = spec_hash(job)
     return Snapshot(
         job=job,
         attempt=attempt,
         pods=tuple(pods),
         replicas=replicas,
-        tolerated=_tolerated(job, replicas),
-        outdated=any(
-            p.spec_hash != digest for p in pods if p.attempt == attempt and not p.finished
+        surplus=tuple(
+            p for p in pods if p.attempt == attempt and not _wanted(job, p.role, p.index)
         ),
+        tolerated=_tolerated(job, replicas),
+        outdated=_outdated(job, pods, attempt),
     )
+
+
+def _wanted(job: PSJob, role: Role, index: int) -> bool:
+    return index < job.spec.replica_spec(role).replicas
+
+
+def _outdated(job: PSJob, pods: Sequence[PodView], attempt: int) -> bool:
+    """Whether a running pod of `attempt` was made from another spec than the job's.
+
+    Under recovery InPlace a pod made before a `kubectl scale` is not: its digest is the one this
+    spec has with the worker count in its PSJOB_NUM_WORKERS, so only workers.replicas changed,
+    which scales the job in place. Under RestartJob any difference restarts the job, as does
+    any other change under InPlace. Digests are computed once per worker count seen.
+    """
+    digest = spec_hash(job)
+    in_place = job.spec.run_policy.effective_recovery is Recovery.IN_PLACE
+    scaled: dict[int, str] = {}
+    for pod in pods:
+        if pod.attempt != attempt or pod.finished or pod.spec_hash == digest:
+            continue
+        if not in_place or pod.num_workers is None:
+            return True
+        if pod.num_workers not in scaled:
+            scaled[pod.num_workers] = spec_hash(job, pod.num_workers)
+        if pod.spec_hash != scaled[pod.num_workers]:
+            return True
+    return False
 
 
 def _observed_phase(pod: PodView) -> ReplicaPhase:
@@ -115,6 +149,8 @@ def _replicas(job: PSJob, pods: Sequence[PodView], attempt: int) -> tuple[Replic
     observed = {(p.role, p.index): p for p in pods if p.attempt == attempt}
     replicas = []
     for key in sorted(reported.keys() | observed.keys()):
+        if not _wanted(job, *key):
+            continue
         before = reported.get(key)
         pod = observed.get(key)
         if pod is not None:

@@ -29,6 +29,7 @@ from psjob_operator.plan.pods import (
     pod_group_was_fine,
     pods_to_clean,
     progress,
+    scaled_message,
 )
 from psjob_operator.plan.recovery import plan_recovery
 from psjob_operator.plan.snapshot import Snapshot
@@ -150,6 +151,7 @@ class Transition(Acting):
         if snapshot.outdated:
             self.restart("SpecChanged", "the spec changed: restarting with the new spec", False)
             return
+        self.scale()
         self.out.tolerated = snapshot.tolerated_keys
         self.announce_created()
         done = succeeded(snapshot, self.out.tolerated)
@@ -165,6 +167,16 @@ class Transition(Acting):
             self.out.phase = self.out.phase or Phase.PENDING  # held until the pods are back
         else:
             self.progress()
+
+    def scale(self) -> None:
+        """What a change of workers.replicas alone does (under RestartJob the job restarted
+        above): the pods beyond the new count go and leave the servers on SIGTERM; the new ones
+        are created with any other missing pod. The servers and the other workers go on."""
+        self.delete(self.out.snapshot.surplus)
+        before, after = self.previous.workers.desired, self.spec.workers.replicas
+        if before and before != after:
+            message = scaled_message(self.job.metadata.name, before, after)
+            self.event(EventType.NORMAL, "Scaled", message)
 
     def judge_losses(self) -> bool:
         """Lost pods, by runPolicy.recovery; False when the attempt ends (it fails or restarts)."""
@@ -291,7 +303,10 @@ class Transition(Acting):
         if reached is None:
             self.out.phase = self.out.phase or Phase.PENDING
             return
-        phase, self.out.verdict = reached
+        phase, verdict = reached
+        if phase == Phase.CREATED and self.out.phase == Phase.RUNNING:
+            return  # a job that ran runs on while workers added by a scale start (Ready False)
+        self.out.verdict = verdict
         if phase == Phase.RUNNING and self.out.phase != Phase.RUNNING:
             self.event(EventType.NORMAL, "Running", "every pod is running")
         self.out.phase = phase
