@@ -238,10 +238,39 @@ def test_suspend_removes_pods_and_resume_recreates_them(
     assert suspended is not None and suspended["status"] == "False"
 
 
-def test_kubectl_scale_restarts_with_the_new_world_size(
+def test_kubectl_scale_in_place_adds_and_removes_workers_beside_the_running_pods(
     operator: OperatorProcess, psjobs: PSJobs
 ) -> None:
-    psjobs.apply(job_manifest("elastic", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    """recovery InPlace (the default); a training job scaled mid-training: test_scaling.py."""
+    psjobs.apply(job_manifest("live", workers={"replicas": 1, "command": SLEEP_FOREVER}))
+    psjobs.wait_phase("live", "Running", timeout=60)
+    before = psjobs.uids("live")
+    psjobs.cluster.kubectl("scale", "-n", psjobs.namespace, "psjob/live", "--replicas=3")
+    eventually(lambda: len(psjobs.pods("live")) == 4, "2 workers added", timeout=60)
+    pods = {p["metadata"]["name"]: p for p in psjobs.pods("live")}
+    assert {name: pods[name]["metadata"]["uid"] for name in before} == before
+    assert psjobs.pod_env(pods["live-worker-2"])["WORLD_SIZE"] == "4"
+    assert psjobs.pod_env(pods["live-worker-0"])["WORLD_SIZE"] == "2"
+    assert {p["metadata"]["annotations"]["psjob.dev/attempt"] for p in pods.values()} == {"0"}
+    psjobs.cluster.kubectl("scale", "-n", psjobs.namespace, "psjob/live", "--replicas=1")
+    eventually(lambda: psjobs.uids("live") == before, "workers 1 and 2 removed", timeout=60)
+    status = psjobs.wait_phase("live", "Running", timeout=30)
+    assert (status["restartCount"], status["attempt"], status["recoveries"]) == (0, 0, 0)
+    assert status["workers"]["summary"] == "1/1"
+    reasons = [e["reason"] for e in psjobs.events("live")]
+    assert reasons.count("Scaled") == 2 and "Restarting" not in reasons, reasons
+
+
+def test_kubectl_scale_under_restart_job_restarts_with_the_new_world_size(
+    operator: OperatorProcess, psjobs: PSJobs
+) -> None:
+    psjobs.apply(
+        job_manifest(
+            "elastic",
+            workers={"replicas": 1, "command": SLEEP_FOREVER},
+            runPolicy={"recovery": "RestartJob"},
+        )
+    )
     psjobs.wait_phase("elastic", "Running", timeout=60)
     psjobs.cluster.kubectl("scale", "-n", psjobs.namespace, "psjob/elastic", "--replicas=3")
     eventually(
