@@ -262,3 +262,16 @@ def test_the_worker_count_is_read_from_the_pod_only_when_it_is_a_plain_number(va
     view = pod_view(manifest)
     assert view is not None
     assert view.num_workers == (3 if value == "3" else None)
+
+
+def test_a_worker_scaled_back_before_its_old_pod_is_gone_is_recovered_in_place() -> None:
+    """The status forgot it, so its terminating pod reads as lost: recreated once it is gone."""
+    job, pods = running()
+    job, _ = step(scaled(job, 1), pods)
+    stopping = [*pods[:2], rendered(job, Role.WORKER, 1, deleting=True)]
+    job, decision = step(scaled(job, 2), stopping, 1)
+    assert reasons(decision) == ["Scaled", "Recovering"] and decision.create_pods == []
+    job, decision = step(job, pods[:2], 2)
+    assert decision.create_pods == [(Role.WORKER, 1)]
+    assert decision.incarnations == {(Role.WORKER, 1): 1}
+    assert job.status.restart_count == 0 and job.status.recoveries == 1
