@@ -260,7 +260,8 @@ class JobStatus(ApiModel):
     attempt: int = Field(
         0,
         description="The pods' generation: grows with every whole-job restart, whether after a "
-        "failure, a resize or a resume; the runtime sees it as PSJOB_RESTART_COUNT.",
+        "failure, a resize under recovery RestartJob or a resume; the runtime sees it as "
+        "PSJOB_RESTART_COUNT.",
     )
     next_restart_time: datetime | None = Field(
         None, description="When a pending restart happens (exponential back-off)."
