@@ -158,14 +158,24 @@ class Connection:
     ):
         self.sock = sock
         self.peer_name = peer_name
-        self.timeout = timeout
         self.counts = counts
         """Where a server counts the bytes by tag (a worker's Transport counts its own)."""
         self.lock = threading.RLock()
-        sock.settimeout(timeout)
+        self.set_timeout(timeout)
+
+    def set_timeout(self, seconds: float) -> None:
+        """Bound every send and receive in the kernel (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking
+        socket: a Python-level timeout would make the socket non-blocking, so that each receive
+        returns whatever has arrived (and polls first), many calls per message instead of one."""
+        self.timeout = seconds
+        self.sock.settimeout(None)
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     def _lost(self, error: OSError | None, what: str) -> PeerLostError:
-        if isinstance(error, TimeoutError | socket.timeout):
+        if isinstance(error, TimeoutError | BlockingIOError):  # the kernel's timeout: EAGAIN
             return PeerLostError(
                 f"{self.peer_name} did not answer within {self.timeout:.0f} s ({what}); it is "
                 "stuck, gone or too slow for timeoutSeconds"
@@ -175,10 +185,18 @@ class Connection:
 
     def send_frame(self, tensor: torch.Tensor, tag: int, what: str) -> None:
         data = _bytes_of(tensor)
+        # One sendmsg for the frame header and the bytes: a small message leaves as one segment
+        # and wakes the receiver once.
+        parts = [memoryview(FRAME.pack(FRAME_MAGIC, tag, len(data))), data]
         with self.lock:
             try:
-                self.sock.sendall(FRAME.pack(FRAME_MAGIC, tag, len(data)))
-                self.sock.sendall(data)
+                while parts:
+                    sent = self.sock.sendmsg(parts)
+                    while parts and sent >= len(parts[0]):
+                        sent -= len(parts[0])
+                        parts.pop(0)
+                    if parts and sent:
+                        parts[0] = parts[0][sent:]
             except OSError as error:
                 raise self._lost(error, what) from None
         if self.counts is not None:
@@ -187,7 +205,10 @@ class Connection:
     def _read_into(self, view: memoryview, what: str) -> None:
         while view:
             try:
-                got = self.sock.recv_into(view)
+                # MSG_WAITALL: one call for the whole rest, unless the timeout or a signal ends it
+                got = self.sock.recv_into(view, len(view), socket.MSG_WAITALL)
+            except InterruptedError:
+                continue
             except OSError as error:
                 raise self._lost(error, what) from None
             if got == 0:
@@ -405,7 +426,14 @@ class Transport:
         deadline = time.monotonic() + self.ctx.training.timeout_seconds
         self.channels = [ServerChannel(self, s) for s in range(self.ctx.num_servers)]
         for channel in self.channels:
-            channel.open(deadline)
+            while True:
+                try:
+                    channel.open(deadline)
+                    break
+                except ConnectionLostError:  # the server stopped while this worker connected
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(_RETRY_SECONDS)
 
     def send(
         self,
@@ -493,8 +521,7 @@ class Listener:
             return
         worker = rank - self.ctx.num_servers
         conn.peer_name = self.ctx.describe_rank(rank)
-        conn.timeout = self.ctx.training.timeout_seconds
-        conn.sock.settimeout(conn.timeout)
+        conn.set_timeout(self.ctx.training.timeout_seconds)
         with self.changed:
             replaced = self.newest.get(worker)
             self.newest[worker] = conn
@@ -515,6 +542,10 @@ class Listener:
             return None if found is None or found is after else found
 
     def close(self) -> None:
+        # shutdown first: on Linux a close alone neither wakes the accept thread nor frees the
+        # port while that thread is blocked in accept().
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         with self.changed:
             for conn in self.newest.values():
