@@ -180,7 +180,10 @@ class Connection:
                 f"{self.peer_name} did not answer within {self.timeout:.0f} s ({what}); it is "
                 "stuck, gone or too slow for timeoutSeconds"
             )
-        reason = "connection closed" if error is None else (error.strerror or str(error))
+        if error is None or error.errno == errno.EBADF:  # EBADF: a newer connection replaced it
+            reason = "connection closed"
+        else:
+            reason = error.strerror or str(error)
         return ConnectionLostError(f"lost {self.peer_name} ({what}): {reason}")
 
     def send_frame(self, tensor: torch.Tensor, tag: int, what: str) -> None:

@@ -57,7 +57,8 @@ def wait_all(procs: dict[str, "subprocess.Popen[bytes]"]) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["async", "ssp"])
 def test_a_worker_added_while_training_joins_the_running_server(tmp_path: Path, mode: str) -> None:
-    training = settings(tmp_path, mode, steps=60, slow_seconds=0.05, slow_worker=0)
+    # Worker 0 is slow, so the job still trains when the added worker has started up.
+    training = settings(tmp_path, mode, steps=400, slow_seconds=0.05, slow_worker=0)
     plans = plan_job(1, 2, training, [sys.executable, str(RECORDER)])
     procs, logs = start_plans(plans, tmp_path)
     wait_for_text(logs["worker-0"], "step 5 done")
