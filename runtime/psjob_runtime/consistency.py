@@ -7,7 +7,9 @@ never interleave and replies never see a half-applied update. Sparse rows follow
 the dense slice: in sync mode they are averaged over the round's workers and applied once.
 
 - sync: a round closes when every active worker has pushed; the gradients are averaged in worker
-  order (deterministic sums) and applied once; everyone gets the same new parameters.
+  order (deterministic sums) and applied once; everyone gets the same new parameters. A worker
+  that is lost or left is not active until it (its replacement) is back, so rounds go on with
+  the workers that are there.
 - async: a gradient is applied the moment it arrives; the worker gets a snapshot right after.
 - ssp: as async, but a worker that has pushed `staleness` more steps than the slowest active
   worker waits until the slowest catches up. The gate records the largest lead it ever allowed.
@@ -193,7 +195,7 @@ class SyncGate(Gate):
             self.pending[worker] = grad
             self.pending_sparse[worker] = sparse
             my_round = self.round
-            if len(self.pending) == len(self.active):
+            if self.active <= self.pending.keys():
                 self._close_round()
             else:
                 self.cond.wait_for(lambda: self.round != my_round)
@@ -220,7 +222,8 @@ class SyncGate(Gate):
         self.cond.notify_all()
 
     def _on_leave(self) -> None:
-        if self.pending and len(self.pending) == len(self.active):
+        # A push of the worker that left stays in the round: it is a gradient of this round.
+        if self.pending and self.active <= self.pending.keys():
             self._close_round()
 
     def admit(self, worker: int) -> None:

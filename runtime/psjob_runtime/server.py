@@ -963,8 +963,9 @@ class ParameterServer:
     def _guarded(self, worker: int) -> None:
         """Serve one worker, and each process that takes its place, until it says DONE.
 
-        A lost connection ends that connection only: the worker's replacement (or the same
-        process, reconnecting) is served from where the gate has it. A worker not back within
+        A lost connection ends that connection only: the others train on without the worker,
+        and its replacement (or the same process, reconnecting) is served from where the gate
+        has it. A worker not back within
         the timeout, silent on its connection or sending a request no worker of ours sends is
         dropped in async mode and fails the server otherwise (exit 75: the job restarts whole).
         A worker that said LEAVE is waited for without a bound: nothing else waits for it."""
@@ -1009,9 +1010,13 @@ class ParameterServer:
                 continue
             except ConnectionLostError as error:
                 lost = error
+                if self.gate is not None:
+                    # Until it is back, no round or staleness bound waits for it (`_gate`
+                    # admits it again): the others train on while its replacement starts.
+                    self.gate.leave(worker)
                 log(
                     f"server {self.ctx.replica_index}: {error}; waiting up to {timeout} s for "
-                    "the worker to come back"
+                    "the worker to come back, training on without it"
                 )
                 continue
             except PeerLostError as error:  # silent, or a request no worker of ours sends
