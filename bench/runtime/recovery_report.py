@@ -122,12 +122,14 @@ def _job_row(label: str, job: Record, failure_free: float) -> str:
 
 def _kill_row(kill: Record) -> str:
     if kill["role"] == "worker":
-        where = f"resumed at step {kill.get('resumed_at_step', '-')}"
         steps = kill["workers_at_step"][int(kill["victim"].rsplit("-", 1)[1])]
-        where += f" (progress line before the kill: step {steps})"
+        resumed = kill.get("resumed_at_step")
+        where = "no first step seen" if resumed is None else f"resumed at step {resumed}"
+        where += f" (its last progress line before the kill: step {steps})"
     else:
-        where = f"restored checkpoint step {kill.get('restored_step', '-')}, "
-        where += f"updates before the kill {kill.get('updates_before')}"
+        restored = kill.get("restored_step")
+        where = "no checkpoint yet" if restored is None else f"restored checkpoint step {restored}"
+        where += f"; update count before the kill {kill.get('updates_before')}"
     return row(
         [
             f"{kill['scheduled']:.1f} s",

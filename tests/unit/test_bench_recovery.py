@@ -139,7 +139,11 @@ def test_the_section_shows_a_failed_job_with_its_last_lines() -> None:
     assert "| goodput in place >= 0.9x the failure-free run | 0.92x (a job failed" in text
     assert "The in_place job failed (exit code 1)" in text
     assert "[launch] worker-1 exited with code 1\n```" in text
-    assert "| 60.0 s | server-0 | 0.1 s | 2.0 s | **9.0 s** | restored checkpoint step 300" in text
+    assert "| 60.0 s | server-0 | 0.1 s | 2.0 s | **9.0 s** | restored checkpoint step 300;" in text
+    assert (
+        "| **2.0 s** | resumed at step 11 (its last progress line before the kill: step 12) |"
+        in text
+    )
 
 
 def test_rewrite_replaces_only_the_recovery_section() -> None:
