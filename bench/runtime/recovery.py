@@ -68,6 +68,9 @@ BACKOFF_LIMIT = 1000
 GIVE_UP_SECONDS = 180.0
 """A killed server whose update count has not passed its value by then counts as not back."""
 POLL_SECONDS = 0.05
+HTTP_SECONDS = 3.0
+"""How long one GET /metrics may take: a server starved of CPU answers slowly, and a client that
+hangs up early makes it print a BrokenPipeError."""
 LOAD_EVERY = 10.0
 """Seconds between samples of the load average while a job runs (the machine is shared)."""
 FIRST_STEP = "recovery-bench: first step"
@@ -133,7 +136,9 @@ def parse_updates(metrics: str) -> int | None:
 
 def _updates(port: int) -> int | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as answer:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=HTTP_SECONDS
+        ) as answer:
             return parse_updates(answer.read(1 << 16).decode(errors="replace"))
     except (OSError, ValueError):
         return None
