@@ -15,10 +15,9 @@ the dense slice: in sync mode they are averaged over the round's workers and app
   worker waits until the slowest catches up. The gate records the largest lead it ever allowed.
 
 Every push names its step. One the gate has applied already (the worker's clock is past it) is
-not applied again: it is a request sent again after a reconnect, or a replacement worker's
-repeat of a step its predecessor pushed to this server but not to all (it resumes at the
-earliest position any server has for it). A server that replaced a lost one starts from its
-checkpoint's counts and adopts the workers' positions as they rejoin (`adopt`).
+not applied again: it is a request sent again after a reconnect. A server that replaced a lost
+one starts from its checkpoint's counts and adopts the workers' positions as they rejoin
+(`adopt`).
 """
 
 import threading

@@ -208,7 +208,13 @@ class ParameterServerOptimizer:
         return self._backward is not None and self._backward.active
 
     def _ask_resume(self) -> ResumePoint:
-        """Where this worker continues: the earliest position any server saved for it."""
+        """Where this worker continues: the furthest position any server has for it.
+
+        Not the earliest: a server that replaced a lost one restored its checkpoint's positions
+        and learns the others' only as they rejoin, so a replacement of a worker lost meanwhile
+        would go back to the checkpoint (and repeat hundreds of steps every server but that one
+        has). A step a server missed (pushed to another before the loss) is not pushed again;
+        after a whole restart every server restored the same checkpoint and they agree."""
         wait_all(self._requests_out(Op.RESUME))
         buffers = [new_header_buffer() for _ in self.slices]
         wait_all(
@@ -216,7 +222,7 @@ class ParameterServerOptimizer:
             for buffer, part in zip(buffers, self.slices, strict=True)
         )
         points = [ResumePoint.decode(buffer) for buffer in buffers]
-        return min(points, key=lambda point: point.step)
+        return max(points, key=lambda point: point.step)
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero the flat gradient buffer (`set_to_none` is accepted and ignored on purpose)."""
