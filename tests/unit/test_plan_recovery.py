@@ -2,7 +2,7 @@
 what the status and Events say meanwhile, and when the job falls back to a whole restart."""
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,27 +22,21 @@ from psjob_operator.plan.recovery import RECOVERY_SETTLE_SECONDS
 from pydantic import ValidationError
 
 from tests.support.pod_views import pod_view
+from tests.unit import psjobs
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0 = psjobs.T0
 TIMEOUT = 60
 """spec.training.timeoutSeconds of these jobs: how long a replacement may take to run."""
 
 
 def make_job(**spec: Any) -> PSJob:
     """Two servers and two workers, recovery left to its default."""
-    body: dict[str, Any] = {
-        "apiVersion": "psjob.dev/v1alpha1",
-        "kind": "PSJob",
-        "metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 1},
-        "spec": {
-            "image": "img",
-            "servers": {"replicas": 2},
-            "workers": {"replicas": 2},
-            "training": {"timeoutSeconds": TIMEOUT},
-            **spec,
-        },
+    defaults = {
+        "servers": {"replicas": 2},
+        "workers": {"replicas": 2},
+        "training": {"timeoutSeconds": TIMEOUT},
     }
-    return PSJob.model_validate(body)
+    return psjobs.make_job(**{**defaults, **spec})
 
 
 def step(job: PSJob, pods: list[PodView], seconds: float = 0) -> tuple[PSJob, Decision]:

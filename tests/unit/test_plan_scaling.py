@@ -7,7 +7,7 @@ The pods here are rendered by the operator's own render_pod and read back by obs
 so each carries the PSJOB_NUM_WORKERS and spec digest of the spec it was made from."""
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,25 +16,17 @@ from psjob_operator.observe import PodView, pod_view
 from psjob_operator.plan import Decision, decide
 from psjob_operator.render import render_pod
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from tests.unit import psjobs
+
+T0 = psjobs.T0
 TERMINATED = 143
 """A worker's exit code after SIGTERM: it told the servers it leaves."""
 
 
 def make_job(workers: int = 2, **spec: Any) -> PSJob:
-    body: dict[str, Any] = {
-        "apiVersion": "psjob.dev/v1alpha1",
-        "kind": "PSJob",
-        "metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 1},
-        "spec": {
-            "image": "img",
-            "servers": {"replicas": 1},
-            "workers": {"replicas": workers},
-            "training": {"mode": "async"},
-            **spec,
-        },
-    }
-    return PSJob.model_validate(body)
+    """One server, `workers` workers, async training."""
+    defaults = {"workers": {"replicas": workers}, "training": {"mode": "async"}}
+    return psjobs.make_job(**{**defaults, **spec})
 
 
 def scaled(job: PSJob, workers: int) -> PSJob:
