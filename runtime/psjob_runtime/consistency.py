@@ -50,6 +50,8 @@ class Gate(ABC):
         self.tables = tables
         """The server's table shards, shared: tables declared later appear here."""
         self.active = set(range(workers))
+        self.rejoined = False
+        """Whether a worker has rejoined, i.e. this server replaced a lost one (`adopt`)."""
         self.updates = 0
         self.max_lead = 0
         self.clock = [0] * workers
@@ -102,10 +104,25 @@ class Gate(ABC):
         """Take `grad` (valid until this returns) and `sparse` of the worker's `step`; return
         the parameters to send. A step already applied is not applied again."""
 
-    @abstractmethod
-    def adopt(self, worker: int, step: int) -> None:
+    def adopt(self, worker: int, step: int, present: set[int]) -> None:
         """The worker rejoined this server (which replaced a lost one) at `step`: count on
-        from there; what this server lost since its checkpoint is not redone."""
+        from there; what this server lost since its checkpoint is not redone.
+
+        The first rejoin narrows the active workers to those connected (`present`): a worker
+        lost meanwhile must not hold a round or a bound here while its replacement waits for
+        another server, which may be waiting for this one (each is admitted when it connects)."""
+        with self.cond:
+            if not self.rejoined:
+                self.rejoined = True
+                self.active &= present | {worker}
+            self.clock[worker] = max(self.clock[worker], step)
+            self._adopted(step)
+            self._on_leave()  # sync: a round the narrowing completed closes
+            self.cond.notify_all()
+
+    @abstractmethod
+    def _adopted(self, step: int) -> None:
+        """Count on from a rejoining worker's `step` (called with the lock held)."""
 
     @abstractmethod
     def settle(self, quiet_seconds: float, limit_seconds: float) -> None:
@@ -231,16 +248,13 @@ class SyncGate(Gate):
                 self.clock.extend([self.round] * (worker + 1 - len(self.clock)))
             super().admit(worker)
 
-    def adopt(self, worker: int, step: int) -> None:
+    def _adopted(self, step: int) -> None:
         """A round the workers are past is given up: the pushes waiting for it get the
         parameters as they are, and push the adopted round's step next."""
-        with self.cond:
-            self.clock[worker] = max(self.clock[worker], step)
-            if step > self.round:
-                self.pending.clear()
-                self.pending_sparse.clear()
-                self.round = self.updates = step
-                self.cond.notify_all()
+        if step > self.round:
+            self.pending.clear()
+            self.pending_sparse.clear()
+            self.round = self.updates = step
 
 
 class AsyncGate(Gate):
@@ -274,11 +288,8 @@ class AsyncGate(Gate):
                 self._apply(grad, [sparse])
             return self._snapshot(worker)
 
-    def adopt(self, worker: int, step: int) -> None:
-        with self.cond:
-            self.clock[worker] = max(self.clock[worker], step)
-            self.updates = max(self.updates, sum(self.clock))
-            self.cond.notify_all()
+    def _adopted(self, step: int) -> None:
+        self.updates = max(self.updates, sum(self.clock))
 
     def _on_leave(self) -> None:
         """Nobody waits for anybody in async; ssp's waiters re-check on the notify."""

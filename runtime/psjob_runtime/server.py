@@ -167,6 +167,8 @@ class ParameterServer:
         self.dropped: list[int] = []
         self.left: set[int] = set()
         """Workers that said LEAVE and have not come back."""
+        self.present: set[int] = set()
+        """Workers being served on a live connection now (see Gate.adopt)."""
         self.serving_workers: set[int] = set()
         """Worker indices with a serving thread: the job's, and those scaled up since."""
         self.changed = threading.Condition()
@@ -858,7 +860,9 @@ class ParameterServer:
             )
         gate = self._gate(link)
         before = gate.step
-        gate.adopt(link.worker, header.step)
+        with self.changed:
+            present = set(self.present)
+        gate.adopt(link.worker, header.step, present)
         if gate.step != before:
             log(
                 f"server {self.ctx.replica_index}: {link.peer} rejoined at step {header.step}; "
@@ -995,6 +999,7 @@ class ParameterServer:
             lost, left = None, False
             with self.changed:
                 self.left.discard(worker)
+                self.present.add(worker)
             try:
                 self._serve_worker(worker, conn)
             except _LeftError:
@@ -1032,6 +1037,9 @@ class ParameterServer:
             except BaseException as error:  # handed to the main thread, which ends the process
                 self._fail(error)
                 return
+            finally:
+                with self.changed:
+                    self.present.discard(worker)
             with self.changed:
                 self.finished += 1
                 self.changed.notify_all()

@@ -90,3 +90,39 @@ def test_a_process_that_keeps_dying_falls_back_to_a_whole_restart(tmp_path: Path
     assert "(whole-job restarts: 1)" in output, output
     found = accuracies(output)
     assert len(found) == 2 and min(found) >= TARGET, output
+
+
+@pytest.mark.slow
+def test_a_worker_and_a_server_killed_together_are_both_replaced(tmp_path: Path) -> None:
+    # The server dies while the worker's replacement starts: a replaced server must not wait
+    # for the lost worker, whose replacement may wait for the other server meanwhile.
+    argv = [sys.executable, "-m", "psjob_runtime.launch", "--timeout", "60"]
+    argv += ["--servers", "2", "--workers", "2", *SGD, "--mode", "sync"]
+    argv += ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "20"]
+    argv += ["--config", '{"epochs": 12}', "--", *DIGITS]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    pids: dict[str, int] = {}
+    killed: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if started := re.search(r"started (\S+) \(rank \d+\) pid (\d+)", line):
+                pids[started.group(1)] = int(started.group(2))
+            if not killed and line.startswith("[worker-0] progress"):
+                os.kill(pids["worker-1"], signal.SIGKILL)
+                killed.append("worker-1")
+            elif killed == ["worker-1"] and "worker-1 was killed by SIGKILL; started" in line:
+                os.kill(pids["server-1"], signal.SIGKILL)
+                killed.append("server-1")
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    output = "".join(lines)
+    assert killed == ["worker-1", "server-1"], output
+    assert proc.returncode == 0, output
+    assert "restarting the whole job" not in output
+    assert "(recovered in place: 2)" in output
+    found = accuracies(output)
+    assert len(found) == 2 and min(found) >= TARGET, output
