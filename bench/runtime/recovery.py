@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,9 +412,24 @@ def role_main() -> None:
     session.finish()
 
 
-def measure(quick: bool) -> dict[str, Any]:
+def measure(quick: bool, done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Run the three jobs; `done` gets the record so far after each one (a run of most of an
+    hour should not lose its finished jobs to a crash or a kill)."""
     size = QUICK if quick else FULL
     jobs: dict[str, dict[str, Any]] = {}
+    record = {
+        "servers": SERVERS,
+        "workers": WORKERS,
+        "batch_per_worker": BATCH,
+        "table_rows": TABLE_ROWS,
+        "steps": size.steps,
+        "checkpoint_every": size.checkpoint_every,
+        "server_every": SERVER_EVERY,
+        "worker_every": WORKER_EVERY,
+        "worker_offset": WORKER_OFFSET,
+        "cap_factor": CAP_FACTOR,
+        "jobs": jobs,
+    }
     cap: float | None = None
     for name, recovery, kills in JOBS:
         capped = cap if name == "restart_job" else None
@@ -432,19 +448,8 @@ def measure(quick: bool) -> dict[str, Any]:
         )
         if name == "failure_free":
             cap = CAP_FACTOR * result["wall_seconds"]
-    return {
-        "servers": SERVERS,
-        "workers": WORKERS,
-        "batch_per_worker": BATCH,
-        "table_rows": TABLE_ROWS,
-        "steps": size.steps,
-        "checkpoint_every": size.checkpoint_every,
-        "server_every": SERVER_EVERY,
-        "worker_every": WORKER_EVERY,
-        "worker_offset": WORKER_OFFSET,
-        "cap_factor": CAP_FACTOR,
-        "jobs": jobs,
-    }
+        done(record)
+    return record
 
 
 def main() -> int:
@@ -465,10 +470,13 @@ def main() -> int:
         "machine": {**describe(), "torch": torch.__version__},
         "load_before": os.getloadavg(),
     }
-    result["recovery"] = measure(args.quick)
-    result["load_after"] = os.getloadavg()
-    result["wall_seconds"] = time.monotonic() - started
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    def save(record: dict[str, Any]) -> None:
+        result.update(recovery=record, load_after=os.getloadavg())
+        result["wall_seconds"] = time.monotonic() - started
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    measure(args.quick, save)
     log(f"wrote {args.out} in {result['wall_seconds']:.0f} s")
     return 0
 
