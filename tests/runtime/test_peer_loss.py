@@ -1,6 +1,6 @@
 """What a lost peer that nobody replaces does to a job: the others wait for it up to the timeout
-(a replacement would be served, see test_recovery.py), then sync stops everyone for a restart
-and async goes on without the worker."""
+(a replacement would be served, see test_launcher_recovery.py), then sync stops everyone for a
+restart and async goes on without the worker."""
 
 import sys
 import time
