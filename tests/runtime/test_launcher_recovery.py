@@ -26,7 +26,7 @@ def run_and_kill(victim: str, *options: str, kills: int = 1) -> str:
     (and each replacement again at once, `kills` times in all); return the launcher's output."""
     argv = [sys.executable, "-m", "psjob_runtime.launch", "--timeout", "60"]
     argv += ["--servers", "2", "--workers", "2", *SGD, *options]
-    argv += ["--config", '{"epochs": 12}', "--", *DIGITS]
+    argv += ["--config", '{"epochs": 40}', "--", *DIGITS]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines: list[str] = []
@@ -99,7 +99,7 @@ def test_a_worker_and_a_server_killed_together_are_both_replaced(tmp_path: Path)
     argv = [sys.executable, "-m", "psjob_runtime.launch", "--timeout", "60"]
     argv += ["--servers", "2", "--workers", "2", *SGD, "--mode", "sync"]
     argv += ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "20"]
-    argv += ["--config", '{"epochs": 12}', "--", *DIGITS]
+    argv += ["--config", '{"epochs": 40}', "--", *DIGITS]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines: list[str] = []
