@@ -145,7 +145,7 @@ bench-operator: venv cluster-tools system-deps ## Operator benchmarks on a no-ru
 	$(PY) -m bench.operator $(BENCH_ARGS)
 
 .PHONY: bench-recovery
-bench-recovery: venv ## In-place recovery vs whole-job restart under a kill schedule (about 25 minutes on 2 quiet cores, more under load; QUICK=1: about 10), JSON in bench/out/, its section of bench/README.md
+bench-recovery: venv ## In-place recovery vs whole-job restart under a kill schedule (about 20 minutes on 2 quiet cores, more under load; QUICK=1: about 10), JSON in bench/out/, its section of bench/README.md
 	$(PY) -m bench.runtime.recovery $(BENCH_ARGS)
 	$(PY) -m bench.runtime.recovery_report
 
