@@ -49,6 +49,12 @@ KEEP_COPY_BYTES = 1 << 16
 """Messages up to this size are kept as copies until answered (headers: their buffers are
 reused for the next request); larger ones by reference (see `Transport.send`)."""
 _RETRY_SECONDS = 0.2
+CONNECT_ATTEMPT_SECONDS = 3.0
+"""How long one connection attempt may wait for the server's answer. A listening server answers
+at once (the kernel sends a lost SYN again after 1 s); an address nothing answers holds a connect
+until the kernel gives up, minutes later. A replaced server's name resolves to its predecessor's
+address for a few seconds after that pod is gone (cluster DNS caches answers), so every attempt
+gives up by this bound and resolves the name again."""
 _SOCKET_BUFFER_BYTES = 4 << 20
 
 
@@ -79,13 +85,13 @@ def _tune(sock: socket.socket) -> None:
 
 
 def dial(address: Address, deadline: float, whose: str) -> socket.socket:
-    """Connect to `address`, retrying while it does not resolve or refuses (not up yet)."""
+    """Connect to `address`, retrying while it does not resolve, refuses (not up yet) or does
+    not answer (a stale address), and resolving its name again for each attempt."""
     wait_for_dns(address.host, deadline, whose)
     while True:
+        attempt = min(CONNECT_ATTEMPT_SECONDS, deadline - time.monotonic())
         try:
-            sock = socket.create_connection(
-                (address.host, address.port), timeout=max(0.1, deadline - time.monotonic())
-            )
+            sock = socket.create_connection((address.host, address.port), timeout=max(0.1, attempt))
         except OSError as error:
             if time.monotonic() >= deadline:
                 raise PeerLostError(

@@ -186,7 +186,8 @@ def test_checkpoint_resume_on_a_persistent_volume_as_the_non_root_user(
         jobs.kubectl_wait("checkpoint-resume", "Succeeded", timeout=480)
         status = jobs.status("checkpoint-resume")
         # Recovered in place: only server 0's pod came back, the job never restarted whole.
-        assert (status["recoveries"], status.get("restartCount", 0)) == (1, 0), status
+        events = [f"{e['reason']}: {e['message']}" for e in jobs.events("checkpoint-resume")]
+        assert (status["recoveries"], status.get("restartCount", 0)) == (1, 0), "\n".join(events)
     finally:
         core.delete_persistent_volume(volume_name)
 

@@ -1,5 +1,6 @@
 """Transport: chunked messages arrive whole; what does not fit or was not due is refused, not
-read; a closed connection and a name that never resolves end the wait with their own errors."""
+read; a closed connection and a name that never resolves end the wait with their own errors; a
+name that still resolves to a replaced server's address is resolved again."""
 
 import socket
 import threading
@@ -7,8 +8,9 @@ import time
 
 import pytest
 import torch
+from psjob_runtime.contract import Address
 from psjob_runtime.errors import PeerLostError
-from psjob_runtime.transport import Connection, ConnectionLostError, wait_for_dns
+from psjob_runtime.transport import Connection, ConnectionLostError, dial, wait_for_dns
 from psjob_runtime.wire import ProtocolError
 
 CHUNK_BYTES = 4096
@@ -76,3 +78,46 @@ def test_a_name_that_never_resolves_ends_the_wait_with_a_retryable_error() -> No
 
 def test_a_name_that_resolves_returns_at_once() -> None:
     wait_for_dns("localhost", time.monotonic() + 1.0, "server 0's")
+
+
+def _unanswering_address() -> tuple[socket.socket, list[socket.socket]]:
+    """A loopback listener whose accept queue is full: a SYN to it goes unanswered, as one to a
+    deleted pod's address does (the test's traffic stays on loopback)."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    held = []
+    for _ in range(3):
+        waiting = socket.socket()
+        waiting.setblocking(False)
+        waiting.connect_ex(full.getsockname())
+        held.append(waiting)
+    time.sleep(0.2)
+    return full, held
+
+
+def test_a_name_still_resolving_to_a_replaced_servers_address_is_resolved_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cluster DNS answers a replaced server's name with its old pod's address for a few seconds:
+    the worker resolves the name again rather than wait out its whole timeout on that address."""
+    stale, held = _unanswering_address()
+    replacement = socket.socket()
+    replacement.bind(("127.0.0.1", 0))
+    replacement.listen(1)
+    resolve = socket.getaddrinfo
+    fresh_after = time.monotonic() + 1.0
+
+    def cluster_dns(host: str, port: object, *args: object, **kwargs: object) -> object:
+        if host != "server-0.job.test":
+            return resolve(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        where = stale if time.monotonic() < fresh_after else replacement
+        return resolve("127.0.0.1", where.getsockname()[1], *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", cluster_dns)
+    deadline = time.monotonic() + 30.0
+    sock = dial(Address("server-0.job.test", 23456), deadline, "server 0's")
+    accepted, _ = replacement.accept()
+    assert accepted.getpeername() == sock.getsockname()
+    for each in (sock, accepted, replacement, stale, *held):
+        each.close()
