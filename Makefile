@@ -149,6 +149,11 @@ bench-recovery: venv ## In-place recovery vs whole-job restart under a kill sche
 	$(PY) -m bench.runtime.recovery $(BENCH_ARGS)
 	$(PY) -m bench.runtime.recovery_report
 
+.PHONY: bench-recovery-cluster
+bench-recovery-cluster: venv cluster-tools system-deps ## The same three jobs as PSJobs through the operator on the dev cluster's control plane, pods deleted on the schedule (about 12 minutes on 2 cores; QUICK=1: about 7), its section of bench/README.md
+	$(PY) -m bench.operator.recovery $(BENCH_ARGS)
+	$(PY) -m bench.operator.recovery_report
+
 .PHONY: bench
-bench: bench-runtime bench-operator ## The runtime and operator benchmarks (QUICK=1: about 7 minutes on 2 cores; full: about 15), then the plots and tables of bench/README.md; bench-recovery runs on its own
+bench: bench-runtime bench-operator ## The runtime and operator benchmarks (QUICK=1: about 7 minutes on 2 cores; full: about 15), then the plots and tables of bench/README.md; the recovery benchmarks run on their own
 	$(PY) -m bench.report

@@ -158,7 +158,7 @@ def _child_pid(pid: int) -> int:
     return int(wait_for(lambda: children.read_text().split(), "py-spy's child")[0])
 
 
-def _start_operator(
+def start_operator(
     cluster: LocalCluster, log_dir: Path, profile: Path | None
 ) -> tuple[ManagedProcess, int]:
     """The operator process and its pid; under `py-spy record` when `profile` names a file."""
@@ -181,7 +181,7 @@ def _start_operator(
     return operator, _child_pid(operator.pid) if spy else operator.pid
 
 
-def _stop_operator(operator: ManagedProcess, pid: int) -> None:
+def stop_operator(operator: ManagedProcess, pid: int) -> None:
     """SIGTERM to the operator alone first: py-spy then writes its profile and exits."""
     if pid != operator.pid:
         with contextlib.suppress(ProcessLookupError):
@@ -210,10 +210,10 @@ def stage(root: Path, profile: Path | None = None) -> Iterator[Stage]:
                 return list(core.list_namespaced_service_account(namespace).items)
 
             wait_for(accounts, f"the default ServiceAccount of {namespace}")
-        operator, pid = _start_operator(cluster, root, profile)
+        operator, pid = start_operator(cluster, root, profile)
         try:
             bench = Stage(cluster, api, operator, pid)
             bench.warm_up()
             yield bench
         finally:
-            _stop_operator(operator, pid)
+            stop_operator(operator, pid)

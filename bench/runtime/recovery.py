@@ -75,6 +75,10 @@ hangs up early makes it print a BrokenPipeError."""
 LOAD_EVERY = 10.0
 """Seconds between samples of the load average while a job runs (the machine is shared)."""
 FIRST_STEP = "recovery-bench: first step"
+STALLED = "recovery-bench: stalled"
+STALL_SECONDS = 1.0
+"""A gap between two applied steps longer than this is printed (a step takes about 0.1 s): the
+end of the stall a lost server causes is when training resumed."""
 OUT = ROOT / "bench" / "out"
 JOBS = (
     ("failure_free", "in-place", False),
@@ -396,14 +400,21 @@ def role_main() -> None:
     model = CtrModel(session.embedding(config.table_rows, config.dim), config.dim)
     optimizer = session.optimizer(model)
     loss_fn = nn.BCEWithLogitsLoss()
+    last = time.monotonic()
     for step in range(session.start_step, config.steps):
         dense, ids, clicks = data.batch(session.worker_index, step, config.batch_size)
         optimizer.zero_grad()
         loss = loss_fn(model(dense, ids), clicks)
         loss.backward()
         optimizer.step()
+        now = time.monotonic()
         if step == session.start_step:
             print(f"{FIRST_STEP} {step} at {time.time():.3f}", flush=True)
+        elif now - last > STALL_SECONDS:
+            print(
+                f"{STALLED} {now - last:.2f} s before step {step} at {time.time():.3f}", flush=True
+            )
+        last = now
         session.report(step=step, loss=loss.item(), samples=config.batch_size)
     session.quiesce()
     if session.worker_index == 0:

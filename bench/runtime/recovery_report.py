@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.markdown import row, verdict
+from bench.markdown import between_markers, row, verdict
 
 BENCH = Path(__file__).resolve().parents[1]
 README = BENCH / "README.md"
@@ -56,11 +56,11 @@ def goodput_ratios(jobs: Record) -> tuple[float, float, bool]:
     return in_place / jobs["failure_free"]["goodput"], in_place / restart["goodput"], lower_bound
 
 
-def _seconds(value: float | None) -> str:
+def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def _spread(times: list[float | None]) -> str:
+def spread(times: list[float | None]) -> str:
     """'median / max' of the times seen, and how many never came."""
     seen = [t for t in times if t is not None]
     text = f"{statistics.median(seen):.1f} / {max(seen):.1f} s" if seen else "none seen"
@@ -90,14 +90,14 @@ def targets(run: Record) -> list[tuple[str, str, bool]]:
         rows.append(
             (
                 f"every killed {role} back in training within {limit:.0f} s",
-                f"median / max {_spread(times)} ({len(times)} kills)",
+                f"median / max {spread(times)} ({len(times)} kills)",
                 bool(times) and all(t is not None and t <= limit for t in times),
             )
         )
     return rows
 
 
-def _job_row(label: str, job: Record, failure_free: float) -> str:
+def job_row(label: str, job: Record, failure_free: float) -> str:
     if job["stopped_at"] is not None:
         wall = f"stopped at {job['stopped_at']:.0f} s"
         samples = f"{job['useful_samples']:,} reached"
@@ -134,9 +134,9 @@ def _kill_row(kill: Record) -> str:
         [
             f"{kill['scheduled']:.1f} s",
             kill["victim"],
-            _seconds(kill["respawned_after"]),
-            _seconds(kill.get("answered_after")),
-            f"**{_seconds(kill['back_after'])}**",
+            seconds(kill["respawned_after"]),
+            seconds(kill.get("answered_after")),
+            f"**{seconds(kill['back_after'])}**",
             where,
         ]
     )
@@ -191,13 +191,13 @@ def section(result: Record) -> list[str]:
             ]
         ),
         row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
-        _job_row("no failures", jobs["failure_free"], failure_free),
-        _job_row("in place", jobs["in_place"], failure_free),
-        _job_row("whole-job restart", jobs["restart_job"], failure_free),
+        job_row("no failures", jobs["failure_free"], failure_free),
+        job_row("in place", jobs["in_place"], failure_free),
+        job_row("whole-job restart", jobs["restart_job"], failure_free),
         "",
         "With whole-job restarts, the job's next applied step (the restarted workers' first, "
         "from the newest complete checkpoint) came median / max "
-        f"{_spread(restart_back_times(jobs['restart_job']))} after a kill.",
+        f"{spread(restart_back_times(jobs['restart_job']))} after a kill.",
         "",
         "Each kill of the in-place job: when the launcher had started the replacement, when a "
         "killed server's /metrics answered again, and when the first update after the kill was "
@@ -226,12 +226,7 @@ def section(result: Record) -> list[str]:
 
 def rewrite(text: str, lines: list[str]) -> str:
     """`text` with `lines` between the recovery markers (appended with them if absent)."""
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        return head + block + tail
-    return text.rstrip("\n") + "\n\n" + block + "\n"
+    return between_markers(text, lines, BEGIN, END)
 
 
 def main() -> int:

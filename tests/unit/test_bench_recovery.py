@@ -1,14 +1,18 @@
-"""The pure parts of the recovery benchmark: its kill schedule, the update count it reads from a
-server's /metrics, and the targets and section it writes into bench/README.md."""
+"""The pure parts of the recovery benchmarks: the kill schedule, the update count read from a
+server's /metrics, the times read from the pods' logs on the cluster, and the targets and
+sections written into bench/README.md."""
 
 from __future__ import annotations
 
 from itertools import pairwise
 from typing import Any
 
+from kubernetes import client
 from psjob_runtime.metrics import ServerReading, render
 
-from bench.runtime.recovery import parse_updates, schedule
+from bench.operator.recovery import Job as ClusterJob
+from bench.operator.recovery_report import section as cluster_section
+from bench.runtime.recovery import FIRST_STEP, STALLED, parse_updates, schedule
 from bench.runtime.recovery_report import (
     BEGIN,
     END,
@@ -152,3 +156,55 @@ def test_rewrite_replaces_only_the_recovery_section() -> None:
         rewrite(text, ["new"]) == f"# Benchmarks\n\n{BEGIN}\nnew\n{END}\n\nhand-written findings\n"
     )
     assert rewrite("# Benchmarks\n", ["new"]) == f"# Benchmarks\n\n{BEGIN}\nnew\n{END}\n"
+
+
+def cluster_job(kills: list[dict[str, Any]]) -> ClusterJob:
+    """The dev-cluster benchmark's job, fed log lines by hand (no API call is made)."""
+    followed = ClusterJob(client.ApiClient(), "recovery-in-place", True, None)
+    followed.began = 1000.0
+    followed.kills = kills
+    return followed
+
+
+def deletion(victim: str, at: float) -> dict[str, Any]:
+    role = victim.split("-")[0]
+    return {"victim": victim, "pod": f"recovery-in-place-{victim}", "role": role, "killed_at": at}
+
+
+def test_on_the_cluster_a_server_is_back_when_the_stall_its_deletion_began_ends() -> None:
+    server: dict[str, Any] = {**deletion("server-1", 60.0), "back_after": None}
+    followed = cluster_job([server])
+    # A stall that ended before the deletion, then one that began after it (not this one's).
+    followed._follow("recovery-in-place-worker-0", f"{STALLED} 1.50 s before step 90 at 1050.000")
+    followed._follow("recovery-in-place-worker-0", f"{STALLED} 1.20 s before step 99 at 1065.000")
+    assert server["back_after"] is None
+    followed._follow("recovery-in-place-worker-1", f"{STALLED} 4.80 s before step 97 at 1064.500")
+    assert server["back_after"] == 4.5
+
+
+def test_on_the_cluster_a_worker_is_back_at_its_replacements_first_step() -> None:
+    worker: dict[str, Any] = {**deletion("worker-1", 22.5), "back_after": None}
+    followed = cluster_job([worker])
+    followed._follow("recovery-in-place-worker-0", f"{FIRST_STEP} 400 at 1025.000")
+    assert worker.get("back_after") is None
+    followed._follow("recovery-in-place-worker-1", f"{FIRST_STEP} 401 at 1025.500")
+    assert (worker["back_after"], worker["resumed_at_step"]) == (3.0, 401)
+
+
+def test_the_cluster_section_compares_with_the_launchers_targets() -> None:
+    kills = [kill("worker", 2.0), kill("server", 9.0, "server-0")]
+    for each in kills:
+        each["running_after"] = 1.5
+    record = run(job(10_000.0, kills), kills)
+    record["jobs"]["restart_job"].update(events=[], phase="Succeeded")
+    result = {
+        "command": "python -m bench.operator.recovery",
+        "quick": False,
+        "date": "2026-12-03T12:00:00+00:00",
+        "wall_seconds": 900.0,
+        "machine": {"cores": 2, "cpu": "x", "memory_gib": 23.5, "python": "3.11", "torch": "2"},
+        "recovery": record,
+    }
+    text = "\n".join(cluster_section(result))
+    assert "| goodput in place >= 1.5x the whole-job restart | 2.30x | **met** |" in text
+    assert "| 60.0 s | server-0 | 1.5 s | **9.0 s** | restored checkpoint step 300;" in text
