@@ -4,10 +4,12 @@ The stdlib's ThreadingHTTPServer in a daemon thread: a handler only formats numb
 already holds, so training never waits on a client. A client is hostile until proven otherwise:
 only GET, only the known paths (404 otherwise), a few seconds to send its request, small answers,
 and at most MAX_CONNECTIONS at once (more are closed at once), so a slow or silent client costs a
-thread for seconds, not the server's memory or its training.
+thread for seconds, not the server's memory or its training. A client that hangs up early is
+quietly let go.
 """
 
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +74,15 @@ class ProgressHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up before its answer is written (a scraper's timeout) is no
+        failure of the server: nothing is printed. Anything else is one line in the server's
+        log, not the stdlib's traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        log(f"progress endpoint: a request from {client_address[0]} failed: {error!r}")
 
     def get_request(self) -> tuple[socket.socket, Any]:
         request, address = super().get_request()

@@ -6,6 +6,7 @@ import http.client
 import json
 import math
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -243,3 +244,28 @@ def test_more_clients_than_the_bound_are_closed_not_queued(endpoint: int) -> Non
         sock.close()
     time.sleep(0.2)
     assert get(endpoint, "/progress")[0] == 200
+
+
+def test_a_client_that_hangs_up_before_its_answer_leaves_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """As a scraper whose timeout ran out: the answer's write fails, and nothing is printed."""
+    body = b"x" * (16 << 20)  # more than the socket buffers take: the write meets the hang-up
+    server = progress_http.start(0, {"/metrics": lambda: ("text/plain", body)}, "test")
+    assert server is not None
+    port = server.server_address[1]
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1)
+            # close with a reset, as a client killed mid-answer does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        time.sleep(1.0)
+        assert get(port, "/metrics")[1] == body  # still serving
+    finally:
+        server.shutdown()
+        server.server_close()
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err + printed.out, printed.err[-2000:]
