@@ -165,8 +165,8 @@ class ParameterServer:
         self.failure: BaseException | None = None
         self.finished = 0
         self.dropped: list[int] = []
-        self.left: set[int] = set()
-        """Workers that said LEAVE and have not come back."""
+        self.left: dict[int, float] = {}
+        """Workers that said LEAVE and have not come back, with when (time.monotonic())."""
         self.present: set[int] = set()
         """Workers being served on a live connection now (see Gate.adopt)."""
         self.serving_workers: set[int] = set()
@@ -972,7 +972,9 @@ class ParameterServer:
         has it. A worker not back within
         the timeout, silent on its connection or sending a request no worker of ours sends is
         dropped in async mode and fails the server otherwise (exit 75: the job restarts whole).
-        A worker that said LEAVE is waited for without a bound: nothing else waits for it."""
+        A worker that said LEAVE holds no round or bound, and a process of its index is served
+        whenever it connects; the server ends without it once it left timeoutSeconds ago and
+        every other worker is done (`_done`)."""
         timeout = self.ctx.training.timeout_seconds
         conn: Connection | None = None
         lost: PeerLostError | None = None
@@ -998,19 +1000,20 @@ class ParameterServer:
                 log(f"server {self.ctx.replica_index}: {conn.peer_name} is back")
             lost, left = None, False
             with self.changed:
-                self.left.discard(worker)
+                self.left.pop(worker, None)
                 self.present.add(worker)
             try:
                 self._serve_worker(worker, conn)
             except _LeftError:
                 log(
                     f"server {self.ctx.replica_index}: {conn.peer_name} left (SIGTERM: scaled "
-                    "down or its pod deleted); nothing waits for it, a process of its index "
-                    "may take part again"
+                    "down or its pod deleted); no round waits for it, and a process of its "
+                    f"index may take part again (the servers end without it {timeout} s from "
+                    "now once the other workers are done)"
                 )
                 left = True
                 with self.changed:
-                    self.left.add(worker)
+                    self.left[worker] = time.monotonic()
                     self.changed.notify_all()
                 continue
             except ConnectionLostError as error:
@@ -1063,8 +1066,17 @@ class ParameterServer:
             self.changed.notify_all()
 
     def _done(self) -> bool:
-        """Every worker served so far finished, was dropped or left (call with `changed`)."""
-        return self.finished + len(self.dropped) + len(self.left) == len(self.serving_workers)
+        """Every worker served so far finished, was dropped, or left at least timeoutSeconds
+        ago (call with `changed`).
+
+        A worker leaves on SIGTERM, and that is a scale-down (no process takes its index again)
+        or a deleted, drained or evicted pod that the operator recreates. The replacement must
+        find the servers still there even when every other worker has finished meanwhile, so a
+        left worker is waited for as a lost one is: up to timeoutSeconds."""
+        bound = self.ctx.training.timeout_seconds
+        now = time.monotonic()
+        settled = sum(1 for since in self.left.values() if now - since >= bound)
+        return self.finished + len(self.dropped) + settled == len(self.serving_workers)
 
     def run(self) -> Gate:
         """Serve every worker until all have finished; raise the first failure of any thread."""
@@ -1119,6 +1131,8 @@ def serve(ctx: JobContext) -> None:
     elapsed = time.monotonic() - started
     bound = f" (bound {ctx.training.staleness})" if ctx.training.staleness is not None else ""
     dropped = f"; dropped workers {server.dropped}" if server.dropped else ""
+    if server.left:
+        dropped += f"; workers {sorted(server.left)} left (SIGTERM) and did not come back"
     refused = f"; refused {server.refused} non-finite pushes" if server.refused else ""
     for shard in server.tables.values():
         if isinstance(shard, DynamicShard):

@@ -1,5 +1,6 @@
 """Live scaling on the running servers: a worker the job did not start with joins and trains; a
-worker stopped by SIGTERM leaves, and nothing waits for it."""
+worker stopped by SIGTERM leaves: no bound waits for it, and the servers end without it once
+it has been gone timeoutSeconds."""
 
 import signal
 import subprocess
@@ -16,6 +17,9 @@ from psjob_runtime.training import TrainingSettings
 from tests.runtime.jobs import RECORDER, start_plans, wait_for_text
 
 TIMEOUT_SECONDS = 60
+LEFT_TIMEOUT_SECONDS = 15
+"""The leave test's timeoutSeconds: how long the server waits for a process to take the left
+worker's place before it ends."""
 
 
 def settings(tmp_path: Path, mode: str, **config: object) -> TrainingSettings:
@@ -77,14 +81,18 @@ def test_a_worker_added_while_training_joins_the_running_server(tmp_path: Path, 
 def test_a_worker_stopped_by_sigterm_leaves_and_the_bound_waits_no_more(tmp_path: Path) -> None:
     # Worker 2 stops after step 3: in ssp the others are held at the bound until it leaves.
     training = settings(tmp_path, "ssp", steps=40, hang_worker=2, hang_after_step=3)
+    training = training.model_copy(update={"timeout_seconds": LEFT_TIMEOUT_SECONDS})
     plans = plan_job(1, 3, training, [sys.executable, str(RECORDER)])
     procs, logs = start_plans(plans, tmp_path)
     wait_for_text(logs["worker-2"], "step 3 done")
     time.sleep(1.0)
     procs["worker-2"].send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
+    procs["worker-0"].wait(TIMEOUT_SECONDS)
+    procs["worker-1"].wait(TIMEOUT_SECONDS)
+    trained = time.monotonic() - stopped_at
     codes = wait_all(procs)
-    elapsed = time.monotonic() - stopped_at
+    ended = time.monotonic() - stopped_at
     server_log = logs["server-0"].read_text()
     assert codes == {
         "server-0": 0,
@@ -93,5 +101,8 @@ def test_a_worker_stopped_by_sigterm_leaves_and_the_bound_waits_no_more(tmp_path
         "worker-2": ExitCode.TERMINATED,
     }, server_log
     assert "server 0: worker 2 (rank 3) left (SIGTERM" in server_log
-    assert elapsed < TIMEOUT_SECONDS / 2  # not released by a timeout
+    assert trained < LEFT_TIMEOUT_SECONDS / 2  # the others were not held until a timeout
+    # A replacement of worker 2 would have been served until then (a deleted pod's, recreated).
+    assert ended >= LEFT_TIMEOUT_SECONDS, server_log
+    assert "workers [2] left (SIGTERM) and did not come back" in server_log
     assert (tmp_path / "worker-0.pt").exists() and (tmp_path / "worker-1.pt").exists()
