@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,20 @@ class PSJobs:
             if e["involvedObject"].get("kind") == "PSJob"
             and (name is None or e["involvedObject"]["name"] == name)
         ]
+
+    def events_once(self, name: str, *reasons: str, timeout: float = 30.0) -> list[Manifest]:
+        """Events on PSJob `name` once each of `reasons` is among them (as often as it is
+        listed). The operator posts a look's events after it writes its status, so a test that
+        saw the status must wait for them."""
+        wanted = Counter(reasons)
+
+        def posted() -> list[Manifest] | None:
+            events = self.events(name)
+            seen = Counter(e["reason"] for e in events)
+            return events if all(seen[r] >= n for r, n in wanted.items()) else None
+
+        found: list[Manifest] = wait_for(posted, f"events {sorted(reasons)} on {name}", timeout)
+        return found
 
     def wait_no_pods(self, name: str, timeout: float = 60.0) -> None:
         wait_for(lambda: not self.pods(name), f"the pods of {name} to be gone", timeout=timeout)

@@ -66,8 +66,8 @@ def test_permanent_exit_code_fails_at_once_naming_pod_and_code(
     assert failed is not None
     assert "bug-worker-0" in failed["message"] and "code 1" in failed["message"]
     assert status["restartCount"] == 0
-    reasons = {e["reason"] for e in psjobs.events("bug")}
-    assert {"PodFailed", "Failed"} <= reasons
+    reasons = {e["reason"] for e in psjobs.events_once("bug", "PodFailed", "Failed")}
+    assert "Restarting" not in reasons, reasons
 
 
 def test_retryable_code_restarts_until_backoff_limit(
@@ -193,10 +193,11 @@ def test_a_pod_that_keeps_failing_falls_back_to_whole_restarts_until_backoff_lim
     assert status["restartCount"] == 1 and status["recoveries"] == 2
     failed = psjobs.condition("crashloop", "Failed")
     assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
-    reasons = [e["reason"] for e in psjobs.events("crashloop")]
+    events = psjobs.events_once("crashloop", "RecoveryFallback", "RecoveryFallback", "Failed")
+    reasons = [e["reason"] for e in events]
     assert reasons.count("Restarting") == 1
     assert reasons.count("RecoveryFallback") == 2 and reasons.count("Recovering") == 2
-    fallback = next(e for e in psjobs.events("crashloop") if e["reason"] == "RecoveryFallback")
+    fallback = next(e for e in events if e["reason"] == "RecoveryFallback")
     assert "worker-0" in fallback["message"]
 
 
@@ -257,7 +258,7 @@ def test_kubectl_scale_in_place_adds_and_removes_workers_beside_the_running_pods
     status = psjobs.wait_phase("live", "Running", timeout=30)
     assert (status["restartCount"], status["attempt"], status["recoveries"]) == (0, 0, 0)
     assert status["workers"]["summary"] == "1/1"
-    reasons = [e["reason"] for e in psjobs.events("live")]
+    reasons = [e["reason"] for e in psjobs.events_once("live", "Scaled", "Scaled")]
     assert reasons.count("Scaled") == 2 and "Restarting" not in reasons, reasons
 
 
