@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.markdown import row, verdict
+from bench.markdown import between_markers, row, verdict
 from bench.operator.profile import summary as profile_summary
 from bench.runtime.report import section as runtime_section
 
@@ -404,13 +404,7 @@ def operator_section(result: Run) -> list[str]:
 
 def _rewrite(text: str, section: list[str], part: str = "operator") -> str:
     """`text` with `section` between `part`'s markers (appended, markers and all, if absent)."""
-    begin, end = MARKERS[part]
-    block = "\n".join([begin, *section, end])
-    if begin in text and end in text:
-        head, _, rest = text.partition(begin)
-        _, _, tail = rest.partition(end)
-        return head + block + tail
-    return text.rstrip("\n") + "\n\n" + block + "\n"
+    return between_markers(text, section, *MARKERS[part])
 
 
 def operator_part() -> list[str]:

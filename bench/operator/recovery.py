@@ -30,17 +30,14 @@ Time back in training, for each deletion of run 2:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shlex
 import shutil
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +46,6 @@ from kubernetes.client.exceptions import ApiException
 from psjob_localcluster import LocalCluster, local_cluster
 from psjob_localcluster.waiting import wait_for
 
-from bench.machine import describe
 from bench.operator.harness import OPERATOR_NAMESPACE, start_operator, stop_operator
 from bench.operator.recorder import GROUP, PLURAL, VERSION
 from bench.runtime.jobs import ROOT, log
@@ -63,6 +59,8 @@ from bench.runtime.recovery import (
     TABLE_ROWS,
     WORKERS,
     Kill,
+    Save,
+    record_run,
     schedule,
 )
 from tests.e2e.operator.support import raw
@@ -358,7 +356,7 @@ def _prepare(cluster: LocalCluster) -> None:
     )
 
 
-def measure(root: Path, quick: bool, save: Any) -> dict[str, Any]:
+def measure(root: Path, quick: bool, save: Save) -> dict[str, Any]:
     size = QUICK if quick else FULL
     jobs: dict[str, dict[str, Any]] = {}
     record = {
@@ -410,29 +408,16 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=OUT / "cluster-recovery.json")
     args = parser.parse_args()
-    import torch
-
-    OUT.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    result: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench.operator.recovery", *sys.argv[1:]]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "machine": {**describe(), "torch": torch.__version__},
-        "load_before": os.getloadavg(),
-    }
-
-    def save(record: dict[str, Any]) -> None:
-        result.update(recovery=record, load_after=os.getloadavg())
-        result["wall_seconds"] = time.monotonic() - started
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-
     root = Path(tempfile.mkdtemp(prefix="psjob-cluster-recovery-"))
     try:
-        measure(root, args.quick, save)
+        record_run(
+            "bench.operator.recovery",
+            args.quick,
+            args.out,
+            lambda save: measure(root, args.quick, save),
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    log(f"wrote {args.out} in {result['wall_seconds']:.0f} s")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from bench.markdown import between_markers, row, verdict
 from bench.runtime.recovery_report import (
     QUICK_NOTE,
-    job_row,
+    jobs_table,
     restart_back_times,
     seconds,
     spread,
@@ -56,7 +56,6 @@ def _kill_row(kill: Record) -> str:
 def section(result: Record) -> list[str]:
     run = result["recovery"]
     jobs, machine = run["jobs"], result["machine"]
-    failure_free = jobs["failure_free"]["goodput"]
     loads = " / ".join(f"{job['load_mean']:.1f}" for job in jobs.values())
     restart = jobs["restart_job"]
     lines = [
@@ -85,23 +84,7 @@ def section(result: Record) -> list[str]:
         row(["---", "---", "---"]),
         *[row([what, measured, verdict(met)]) for what, measured, met in targets(run)],
         "",
-        row(
-            [
-                "job",
-                "deletions",
-                "recovered in place",
-                "whole restarts",
-                "wall time",
-                "useful samples",
-                "goodput (samples/s)",
-                "x failure-free",
-                "test AUC",
-            ]
-        ),
-        row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
-        job_row("no failures", jobs["failure_free"], failure_free),
-        job_row("in place", jobs["in_place"], failure_free),
-        job_row("whole-job restart", restart, failure_free),
+        *jobs_table(jobs, "deletions"),
         "",
         "With whole-job restarts, the job's next applied step came median / max "
         f"{spread(restart_back_times(restart))} after a deletion.",

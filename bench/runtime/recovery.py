@@ -423,7 +423,11 @@ def role_main() -> None:
     session.finish()
 
 
-def measure(quick: bool, done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+Save = Callable[[dict[str, Any]], None]
+"""Writes the record so far (record_run's)."""
+
+
+def measure(quick: bool, done: Save) -> dict[str, Any]:
     """Run the three jobs; `done` gets the record so far after each one (a run of most of an
     hour should not lose its finished jobs to a crash or a kill)."""
     size = QUICK if quick else FULL
@@ -463,21 +467,19 @@ def measure(quick: bool, done: Callable[[dict[str, Any]], None]) -> dict[str, An
     return record
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.runtime.recovery", description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK.steps} steps, not {FULL.steps}"
-    )
-    parser.add_argument("--out", type=Path, default=OUT / "recovery.json")
-    args = parser.parse_args()
+def record_run(
+    module: str, quick: bool, out: Path, measure: Callable[[Save], object]
+) -> dict[str, Any]:
+    """Run `measure`, writing `out` (the command, the machine, the record so far) whenever it
+    hands over its record: after each job, so a run of most of an hour keeps its finished jobs."""
     import torch
 
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench.runtime.recovery", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", module, *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
+        "quick": quick,
         "machine": {**describe(), "torch": torch.__version__},
         "load_before": os.getloadavg(),
     }
@@ -485,10 +487,23 @@ def main() -> int:
     def save(record: dict[str, Any]) -> None:
         result.update(recovery=record, load_after=os.getloadavg())
         result["wall_seconds"] = time.monotonic() - started
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        out.write_text(json.dumps(result, indent=1) + "\n")
 
-    measure(args.quick, save)
-    log(f"wrote {args.out} in {result['wall_seconds']:.0f} s")
+    measure(save)
+    log(f"wrote {out} in {result['wall_seconds']:.0f} s")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.runtime.recovery", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK.steps} steps, not {FULL.steps}"
+    )
+    parser.add_argument("--out", type=Path, default=OUT / "recovery.json")
+    args = parser.parse_args()
+    record_run(
+        "bench.runtime.recovery", args.quick, args.out, lambda save: measure(args.quick, save)
+    )
     return 0
 
 

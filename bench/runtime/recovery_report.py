@@ -97,6 +97,30 @@ def targets(run: Record) -> list[tuple[str, str, bool]]:
     return rows
 
 
+def jobs_table(jobs: Record, losses: str) -> list[str]:
+    """The three jobs side by side; `losses` names the column of kills (or deletions)."""
+    failure_free = jobs["failure_free"]["goodput"]
+    return [
+        row(
+            [
+                "job",
+                losses,
+                "recovered in place",
+                "whole restarts",
+                "wall time",
+                "useful samples",
+                "goodput (samples/s)",
+                "x failure-free",
+                "test AUC",
+            ]
+        ),
+        row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
+        job_row("no failures", jobs["failure_free"], failure_free),
+        job_row("in place", jobs["in_place"], failure_free),
+        job_row("whole-job restart", jobs["restart_job"], failure_free),
+    ]
+
+
 def job_row(label: str, job: Record, failure_free: float) -> str:
     if job["stopped_at"] is not None:
         wall = f"stopped at {job['stopped_at']:.0f} s"
@@ -145,7 +169,6 @@ def _kill_row(kill: Record) -> str:
 def section(result: Record) -> list[str]:
     run = result["recovery"]
     jobs, machine = run["jobs"], result["machine"]
-    failure_free = jobs["failure_free"]["goodput"]
     loads = " / ".join(f"{job['load_mean']:.1f}" for job in jobs.values())
     lines = [
         "## Recovery in place (bench/runtime/recovery.py)",
@@ -177,23 +200,7 @@ def section(result: Record) -> list[str]:
         row(["---", "---", "---"]),
         *[row([what, measured, verdict(met)]) for what, measured, met in targets(run)],
         "",
-        row(
-            [
-                "job",
-                "kills",
-                "recovered in place",
-                "whole restarts",
-                "wall time",
-                "useful samples",
-                "goodput (samples/s)",
-                "x failure-free",
-                "test AUC",
-            ]
-        ),
-        row(["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]),
-        job_row("no failures", jobs["failure_free"], failure_free),
-        job_row("in place", jobs["in_place"], failure_free),
-        job_row("whole-job restart", jobs["restart_job"], failure_free),
+        *jobs_table(jobs, "kills"),
         "",
         "With whole-job restarts, the job's next applied step (the restarted workers' first, "
         "from the newest complete checkpoint) came median / max "

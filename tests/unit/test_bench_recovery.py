@@ -102,6 +102,18 @@ def run(restart: dict[str, Any], kills: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def result_of(record: dict[str, Any], module: str) -> dict[str, Any]:
+    """A benchmark's JSON around `record`, as record_run writes it."""
+    return {
+        "command": f"python -m {module}",
+        "quick": False,
+        "date": "2026-12-03T12:00:00+00:00",
+        "wall_seconds": 1500.0,
+        "machine": {"cores": 2, "cpu": "x", "memory_gib": 23.5, "python": "3.11", "torch": "2"},
+        "recovery": record,
+    }
+
+
 def test_targets_judge_ratios_and_every_kill() -> None:
     kills = [kill("worker", 2.0), kill("worker", 4.0), kill("server", 9.0), kill("server", 3.0)]
     rows = targets(run(job(10_000.0, kills), kills))
@@ -131,15 +143,7 @@ def test_the_section_shows_a_failed_job_with_its_last_lines() -> None:
     record["jobs"]["in_place"].update(
         finished=False, exit_code=1, tail=["[launch] worker-1 exited with code 1\n"]
     )
-    result = {
-        "command": "python -m bench.runtime.recovery",
-        "quick": False,
-        "date": "2026-12-03T12:00:00+00:00",
-        "wall_seconds": 1500.0,
-        "machine": {"cores": 2, "cpu": "x", "memory_gib": 23.5, "python": "3.11", "torch": "2"},
-        "recovery": record,
-    }
-    text = "\n".join(section(result))
+    text = "\n".join(section(result_of(record, "bench.runtime.recovery")))
     assert "| goodput in place >= 0.9x the failure-free run | 0.92x (a job failed" in text
     assert "The in_place job failed (exit code 1)" in text
     assert "[launch] worker-1 exited with code 1\n```" in text
@@ -197,14 +201,6 @@ def test_the_cluster_section_compares_with_the_launchers_targets() -> None:
         each["running_after"] = 1.5
     record = run(job(10_000.0, kills), kills)
     record["jobs"]["restart_job"].update(events=[], phase="Succeeded")
-    result = {
-        "command": "python -m bench.operator.recovery",
-        "quick": False,
-        "date": "2026-12-03T12:00:00+00:00",
-        "wall_seconds": 900.0,
-        "machine": {"cores": 2, "cpu": "x", "memory_gib": 23.5, "python": "3.11", "torch": "2"},
-        "recovery": record,
-    }
-    text = "\n".join(cluster_section(result))
+    text = "\n".join(cluster_section(result_of(record, "bench.operator.recovery")))
     assert "| goodput in place >= 1.5x the whole-job restart | 2.30x | **met** |" in text
     assert "| 60.0 s | server-0 | 1.5 s | **9.0 s** | restored checkpoint step 300;" in text
