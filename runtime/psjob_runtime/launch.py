@@ -11,7 +11,10 @@ A process that is lost (killed by a signal, exit 75 or a server's 143) is starte
 under the same rank while the others run on (`--recovery in-place`, the default), as the operator
 recreates one pod; one whose replacement dies again within KEEPS_DYING_SECONDS falls back to a
 restart of the whole job, from the checkpoint, at most `--backoff-limit` times. With
-`--recovery restart-job` every loss restarts the whole job. A permanent failure (an exception in
+`--recovery restart-job` every loss restarts the whole job. The job succeeds when every worker
+does, as under the operator: a server lost after that is not started again (a replacement would
+wait for workers that finished with its predecessor), and one still running
+SERVERS_FINISH_SECONDS later is stopped. A permanent failure (an exception in
 user code, a configuration error) stops all others and its exit code becomes the launcher's (a
 signal death N becomes 128+N, as in a shell); Ctrl-C, SIGTERM and SIGHUP (a closed terminal)
 stop everything. On Linux the children are tied to the launcher: if it dies, even by SIGKILL,
@@ -51,6 +54,10 @@ checkpoint, so give it what Kubernetes gives a pod by default. (Not derived from
 server.py imports torch, which the launcher never loads; a test keeps the two in order.)"""
 KEEPS_DYING_SECONDS = 30.0
 """A process started again in place that is lost again this soon falls back to a whole restart."""
+SERVERS_FINISH_SECONDS = 5.0
+"""Once every worker has finished, how long the servers get to end on their own (they write their
+final checkpoint and exit within a second) before they are stopped: a server started again in
+place after a worker finished never hears from that worker, and would wait for it."""
 CAUSE_GRACE_SECONDS = 2.0
 """How long a lost-peer exit waits for the peer's own exit, which names the real cause."""
 _EXIT_MEANINGS = {
@@ -289,8 +296,39 @@ class Job:
         permanent = {n: c for n, c in failures.items() if not is_lost(c)}
         return next(iter((permanent or failures).items()))
 
-    def all_succeeded(self) -> bool:
-        return all(proc.poll() == 0 for proc in self.procs.values())
+    def workers_succeeded(self) -> bool:
+        return all(
+            proc.poll() == 0
+            for name, proc in self.procs.items()
+            if self.plans[name].env[c.ENV_ROLE] == "worker"
+        )
+
+    def end_servers(self) -> tuple[str, int] | None:
+        """After every worker succeeded: let the servers end, stop those that outlast
+        SERVERS_FINISH_SECONDS, and return a server's permanent failure if one had any.
+
+        A lost server is not started again now: nobody is left to train with it."""
+        deadline = time.monotonic() + SERVERS_FINISH_SECONDS
+        while any(p.poll() is None for p in self.procs.values()) and time.monotonic() < deadline:
+            self.drain()
+            time.sleep(0.05)
+        running = [name for name, proc in self.procs.items() if proc.poll() is None]
+        if running:
+            self.console.note(
+                f"every worker finished, and {', '.join(running)} still ran "
+                f"{SERVERS_FINISH_SECONDS:.0f} s later: stopping it (a server writes its final "
+                "checkpoint on SIGTERM)"
+            )
+            self.stop()
+        failures = self.failures()
+        for name in sorted(set(failures) - set(running)):
+            if is_lost(failures[name]):
+                self.console.note(
+                    f"{name} {describe_exit(failures[name])} after every worker finished; not "
+                    "started again"
+                )
+        permanent = {n: code for n, code in failures.items() if not is_lost(code)}
+        return next(iter(permanent.items()), None)
 
     def stop(self) -> None:
         running = [p for p in self.procs.values() if p.poll() is None]
@@ -349,6 +387,8 @@ class Job:
         self.start()
         while True:
             self.drain()
+            if self.workers_succeeded():
+                return self._succeed(started)
             failure = self.telling_failure()
             if failure is not None:
                 name, code = failure
@@ -363,17 +403,26 @@ class Job:
                 self.stop()
                 self.finish_output()
                 return shell_exit_code(code)
-            if self.all_succeeded():
-                self.finish_output()
-                elapsed = time.monotonic() - started
-                recovered = sum(self.recoveries.values())
-                self.console.note(
-                    f"all {len(self.procs)} processes succeeded in {elapsed:.1f} s"
-                    + (f" (recovered in place: {recovered})" if recovered else "")
-                    + (f" (whole-job restarts: {self.restarts})" if self.restarts else "")
-                )
-                return 0
             time.sleep(0.05)
+
+    def _succeed(self, started: float) -> int:
+        """Every worker succeeded: end the servers and report the job (0 unless a server
+        failed permanently, e.g. could not write its final checkpoint)."""
+        failure = self.end_servers()
+        self.finish_output()
+        if failure is not None:
+            name, code = failure
+            self.console.note(f"{name} {describe_exit(code)} after every worker finished")
+            return shell_exit_code(code)
+        elapsed = time.monotonic() - started
+        recovered = sum(self.recoveries.values())
+        ended = "succeeded" if not self.failures() else "ended (every worker succeeded)"
+        self.console.note(
+            f"all {len(self.procs)} processes {ended} in {elapsed:.1f} s"
+            + (f" (recovered in place: {recovered})" if recovered else "")
+            + (f" (whole-job restarts: {self.restarts})" if self.restarts else "")
+        )
+        return 0
 
 
 def _tied_to(launcher: int) -> Callable[[], None] | None:

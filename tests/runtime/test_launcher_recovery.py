@@ -2,14 +2,20 @@
 rank while the others run on, and the job still reaches its accuracy; a process that keeps dying
 falls back to a restart of the whole job."""
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.runtime.jobs import RECORDER
+from tests.runtime.test_launcher import alive
 
 DIGITS = [sys.executable, "-m", "psjob_runtime.examples.digits"]
 SGD = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9"]
@@ -126,3 +132,50 @@ def test_a_worker_and_a_server_killed_together_are_both_replaced(tmp_path: Path)
     assert "(recovered in place: 2)" in output
     found = accuracies(output)
     assert len(found) == 2 and min(found) >= TARGET, output
+
+
+@pytest.mark.slow
+def test_a_server_lost_after_a_worker_finished_does_not_hold_the_job(tmp_path: Path) -> None:
+    # Worker 0 finishes first, then server 1 is killed: its replacement never hears from worker 0
+    # (who said DONE to its predecessor). Before the fix it held the job for timeoutSeconds after
+    # worker 1 was done, and for ever when it was killed again meanwhile (the benchmark's case).
+    config = {"out": str(tmp_path), "steps": 20, "slow_worker": 1, "slow_seconds": 1.0}
+    argv = [sys.executable, "-m", "psjob_runtime.launch", "--timeout", "60"]
+    argv += ["--servers", "2", "--workers", "2", "--mode", "async"]
+    argv += ["--checkpoint-dir", str(tmp_path), "--checkpoint-every", "5"]
+    argv += ["--config", json.dumps(config), "--", sys.executable, str(RECORDER)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    pids: dict[str, int] = {}
+
+    def kill_server_1_once_worker_0_ended() -> None:
+        while "worker-0" not in pids or alive(pids["worker-0"]):
+            time.sleep(0.05)
+        os.kill(pids["server-1"], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_server_1_once_worker_0_ended, daemon=True)
+    watchdog = threading.Timer(240, proc.kill)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if started := re.search(r"started (\S+) \(rank \d+\) pid (\d+)", line):
+                pids[started.group(1)] = int(started.group(2))
+                if len(pids) == 4:
+                    killer.start()
+        proc.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+    output = "".join(lines)
+    # The kill came while worker 1 still trained, and the replacement served it to the end.
+    assert "server-1 was killed by SIGKILL; started it again in place" in output, output
+    assert re.search(r"\[worker-1\] psjob: worker 1: rejoined server 1", output), output
+    assert "every worker finished, and server-1 still ran" in output, output
+    assert "(recovered in place: 1)" in output, output
+    assert proc.returncode == 0, output
+    assert sorted(path.name for path in tmp_path.glob("worker-*.pt")) == [
+        "worker-0.pt",
+        "worker-1.pt",
+    ]
